@@ -15,8 +15,10 @@ from qmamba.quant.point import QuantPoint
 
 
 class _QuantLayerMixin:
-    def _init_points(self, quantize_input: bool, tags: tuple[str, ...]) -> None:
-        self.input_quant = QuantPoint("linear_input", tags) if quantize_input else None
+    def _init_points(self, quantize_input: bool, tags: tuple[str, ...], channel_axis: int = -1) -> None:
+        self.input_quant = (
+            QuantPoint("linear_input", tags, channel_axis=channel_axis) if quantize_input else None
+        )
         self.weight_quant = QuantPoint("weight", tags)
 
     def _q_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -35,7 +37,7 @@ class QuantLinear(nn.Linear, _QuantLayerMixin):
 class QuantConv1d(nn.Conv1d, _QuantLayerMixin):
     def __init__(self, *args, quantize_input=True, tags=(), **kw):
         super().__init__(*args, **kw)
-        self._init_points(quantize_input, tags)
+        self._init_points(quantize_input, tags, channel_axis=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self._q_input(x), self.weight_quant(self.weight), self.bias)
@@ -44,7 +46,7 @@ class QuantConv1d(nn.Conv1d, _QuantLayerMixin):
 class QuantConv2d(nn.Conv2d, _QuantLayerMixin):
     def __init__(self, *args, quantize_input=True, tags=(), **kw):
         super().__init__(*args, **kw)
-        self._init_points(quantize_input, tags)
+        self._init_points(quantize_input, tags, channel_axis=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self._q_input(x), self.weight_quant(self.weight), self.bias)

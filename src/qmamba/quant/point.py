@@ -40,12 +40,24 @@ ALL_ROLES = WEIGHT_ROLES + ACT_ROLES + SCAN_ROLES
 class QuantPoint(nn.Module):
     """Identity until `quantizer` is set; `observer` sees tensors during calibration."""
 
-    def __init__(self, role: str, tags: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        role: str,
+        tags: tuple[str, ...] = (),
+        channel_axis: int = -1,
+        weight_channel_dims: tuple[int, ...] = (0,),
+    ):
+        """`channel_axis`: the channel axis of the activations this point sees (-1 for
+        Linear inputs, 1 for Conv inputs); `weight_channel_dims`: the output-channel
+        dims of a weight (per-channel scales keep them; (0, 1) for VMamba's stacked
+        (directions, out, in) projection weights)."""
         super().__init__()
         if role not in ALL_ROLES:
             raise ValueError(f"unknown quantization role {role!r}; known: {ALL_ROLES}")
         self.role = role
         self.tags = frozenset(tags)
+        self.channel_axis = channel_axis
+        self.weight_channel_dims = tuple(weight_channel_dims)
         self.quantizer: nn.Module | None = None
         # Set only inside a calibration context (qmamba.quant.calibration); never persisted.
         self.observer = None
