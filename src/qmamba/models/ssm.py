@@ -16,16 +16,20 @@ from qmamba.quant.point import QuantPoint
 
 
 class SSMQuantPoints(nn.Module):
-    def __init__(self, has_z: bool):
+    def __init__(self, has_z: bool, directions: int = 1):
+        """`directions`: scan directions stacked along the channels of this one scan
+        (VMamba: 4); TGQ gives each its own scales."""
         super().__init__()
-        self.u = QuantPoint("ssm.u")  # applied by the model: u feeds x_proj and the scan
-        self.delta = QuantPoint("ssm.delta")
+        self.directions = directions
+        # all (b, d, l) tensors here are channels-first
+        self.u = QuantPoint("ssm.u", channel_axis=1)  # applied by the model: u feeds x_proj and the scan
+        self.delta = QuantPoint("ssm.delta", channel_axis=1)
         self.A = QuantPoint("ssm.A")
         self.B = QuantPoint("ssm.B")
         self.C = QuantPoint("ssm.C")
         self.h = QuantPoint("ssm.h")
-        self.y = QuantPoint("ssm.y")
-        self.z = QuantPoint("ssm.z") if has_z else None
+        self.y = QuantPoint("ssm.y", channel_axis=1)
+        self.z = QuantPoint("ssm.z", channel_axis=1) if has_z else None
 
     def scan_points(self) -> tuple[QuantPoint, ...]:
         points = (self.delta, self.A, self.B, self.C, self.h, self.y)
@@ -57,6 +61,10 @@ def selective_ssm(
         for name, p in (("A", points.A), ("B", points.B), ("h", points.h))
         if p.observer is not None
     }
+    # the B point quantizes B_bar*u (default) or B_bar = delta*B: its quantizer says which
+    b_includes_u = getattr(points.B.quantizer or points.B.observer, "includes_u", True)
+    if "A" in observers or "B" in observers:
+        _observe_discrete_samples(observers, u, delta, A, B, b_includes_u)
     y, stats = ops.quantized_scan(
         u,
         delta,
@@ -66,6 +74,7 @@ def selective_ssm(
         a_quant=points.A.scan_spec(),
         b_quant=points.B.scan_spec(),
         h_quant=points.h.scan_spec(),
+        b_includes_u=b_includes_u,
         collect_stats=bool(observers),
     )  # y: (b, d, l)
     for name, observer in observers.items():
@@ -74,3 +83,33 @@ def selective_ssm(
     if z is not None:
         out = out * points.z(F.silu(z.float()))
     return out
+
+
+SAMPLES_PER_CALL = 4096
+
+
+def _observe_discrete_samples(observers, u, delta, A, B, b_includes_u: bool) -> None:
+    """Give the A / B observers values of A_bar and of B_bar (u) at sampled positions.
+
+    The scan never materialises A_bar or B_bar u; their distributions (for the LtSQ
+    skewness test and its scale) come from a fixed, seeded set of (b, c, t) positions,
+    each with all n states: bounded memory whatever the model size.
+    """
+    b, d, l = delta.shape
+    m = min(SAMPLES_PER_CALL, b * d * l)
+    gen = torch.Generator().manual_seed(b * 1_000_003 + d * 1_009 + l)
+    flat = torch.randperm(b * d * l, generator=gen)[:m].to(delta.device)
+    bi, rem = flat // (d * l), flat % (d * l)
+    ci, ti = rem // l, rem % l
+    dl = delta[bi, ci, ti].float()  # (m,)
+    if "A" in observers:
+        observers["A"].observe_samples(torch.exp(dl[:, None] * A[ci].float()))  # (m, n)
+    if "B" in observers:
+        if B.dim() == 4:  # grouped (b, g, n, l): channel c uses group c // (d // g)
+            bsel = B[bi, ci // (d // B.shape[1]), :, ti]  # (m, n)
+        else:
+            bsel = B[bi, :, ti]  # (m, n)
+        bbar = dl[:, None] * bsel.float()  # (m, n)
+        if b_includes_u:
+            bbar = bbar * u[bi, ci, ti].float()[:, None]
+        observers["B"].observe_samples(bbar)

@@ -1,0 +1,91 @@
+"""Turn calibration statistics into quantizers, one function per kind of point.
+
+Every builder takes a `clip` ratio in (0, 1]: 1.0 is the calibrated range, smaller
+values clip it. The block-wise search (`qmamba.quant.calibrate`) tries several ratios
+per point and keeps the one with the smallest block-output error.
+"""
+from __future__ import annotations
+
+import torch
+
+from qmamba.quant.config import SSMQuantConfig
+from qmamba.quant.primitives import choose_qparams, qrange
+from qmamba.quant.quantizers import ScanQuantizer, UniformQuantizer, WeightQuantizer
+from qmamba.quant.tgq import tgq_quantizer
+
+WEIGHT_MSE_RATIOS = tuple(1.0 - 0.025 * i for i in range(21))  # 1.0 .. 0.5
+
+
+# --------------------------------------------------------------------------- weights
+def weight_quantizer(weight: torch.Tensor, bits: int, observer: str, channel_dims: tuple[int, ...]) -> WeightQuantizer:
+    """Per-output-channel symmetric; with observer 'mse' the clipping of each channel is
+    searched on the weight itself (data-free)."""
+    w = weight.detach().float()
+    reduce = tuple(i for i in range(w.dim()) if i not in channel_dims)
+    absmax = w.abs().amax(dim=reduce, keepdim=True) if reduce else w.abs()
+    qmin, qmax = qrange(bits, symmetric=True)
+    best_scale = torch.clamp(absmax / qmax, min=1e-12)
+    if observer == "mse":
+        best_err = None
+        for ratio in WEIGHT_MSE_RATIOS:
+            scale = torch.clamp(absmax * ratio / qmax, min=1e-12)
+            w_hat = torch.clamp(torch.round(w / scale), qmin, qmax) * scale
+            err = (w_hat - w).pow(2).sum(dim=reduce, keepdim=True) if reduce else (w_hat - w).pow(2)
+            if best_err is None:
+                best_err = err
+            else:
+                better = err < best_err
+                best_scale = torch.where(better, scale, best_scale)
+                best_err = torch.where(better, err, best_err)
+    return WeightQuantizer(best_scale, torch.zeros_like(best_scale), bits, symmetric=True)
+
+
+# --------------------------------------------------------------------------- activations
+def act_quantizer(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, clip: float = 1.0, granularity: str = "tensor") -> UniformQuantizer:
+    """Asymmetric uniform over [xmin, xmax] scaled by `clip` (about zero)."""
+    return UniformQuantizer.from_range(xmin * clip, xmax * clip, bits, symmetric=False, granularity=granularity)
+
+
+# --------------------------------------------------------------------------- scan points
+def a_bar_quantizer(obs, bits: int, cfg: SSMQuantConfig, clip: float = 1.0) -> ScanQuantizer:
+    """LtSQ (log grid on 1 - A_bar) when the calibrated median exceeds alpha, else uniform."""
+    lo = float(obs.step_min.min())
+    hi = float(obs.step_max.max())
+    one = torch.ones(1, 1, 1)
+    if cfg.a_grid == "ltsq" and float(obs.samples.median()) > cfg.ltsq_alpha:
+        s = min(1.0, max(1.0 - lo, 1e-12) * clip)
+        return ScanQuantizer("log1m", bits, one * s, None, 0, 2**bits - 1, base=cfg.ltsq_base)
+    # uniform: clip towards 1, where A_bar crowds
+    lo_c = hi - (hi - lo) * clip
+    scale, zp = choose_qparams(one * lo_c, one * hi, bits, symmetric=False)
+    qmin, qmax = qrange(bits, symmetric=False)
+    return ScanQuantizer("uniform", bits, scale, zp, qmin, qmax)
+
+
+def b_bar_quantizer(obs, bits: int, cfg: SSMQuantConfig, clip: float = 1.0) -> ScanQuantizer:
+    """LtSQ anchored at 0 (sign kept) when |B_bar u| is long-tailed, else uniform."""
+    lo = float(obs.step_min.min())
+    hi = float(obs.step_max.max())
+    peak = max(abs(lo), abs(hi), 1e-12)
+    one = torch.ones(1, 1, 1)
+    median_abs = float(obs.samples.abs().median())
+    if cfg.b_grid == "ltsq" and median_abs < cfg.ltsq_b_ratio * peak:
+        qmax = 2 ** (bits - 1) - 1  # one bit is the sign; magnitude code qmax means 0
+        return ScanQuantizer(
+            "log_signed", bits, one * peak * clip, None, 0, qmax, base=cfg.ltsq_base,
+            includes_u=cfg.b_includes_u,
+        )
+    scale, zp = choose_qparams(one * lo * clip, one * hi * clip, bits, symmetric=False)
+    qmin, qmax = qrange(bits, symmetric=False)
+    return ScanQuantizer("uniform", bits, scale, zp, qmin, qmax, includes_u=cfg.b_includes_u)
+
+
+def h_quantizer(obs, bits: int, cfg: SSMQuantConfig, directions: int, clip: float = 1.0) -> ScanQuantizer:
+    """TGQ: G time groups, per scan direction (or per channel), optionally per state."""
+    d = obs.step_min.shape[1]
+    channel_groups = d if cfg.h_channel == "channel" else directions
+    return tgq_quantizer(
+        obs.step_min, obs.step_max, bits,
+        groups=cfg.h_groups, group_mode=cfg.h_group_mode,
+        channel_groups=channel_groups, per_state=cfg.h_per_state, clip_ratio=clip,
+    )

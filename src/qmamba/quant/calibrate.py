@@ -1,0 +1,437 @@
+"""Block-wise post-training calibration: `quantize(model, config, calib_loader)`.
+
+The procedure (method.md "Calibration"):
+1. run the float model once on the calibration images: observe the points outside the
+   blocks (stem, head) and keep the float input of the first block;
+2. quantize the stem, capture the (quantized) input of the first block;
+3. for each block in order, on the outputs of the already-quantized blocks before it:
+   observe every point of the block, build its quantizers, re-observe the hidden-state
+   points with A_bar / B_bar u quantized (h must be calibrated on the quantized
+   recurrence), then, if the recipe searches, try clipping ratios point by point and keep
+   those that minimise the MSE between the block's output and the float model's output;
+4. observe and quantize the head with everything before it quantized.
+
+Only one block's inputs and outputs are kept (float and quantized), never every h_t:
+scan points see per-step ranges and a bounded sample.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from qmamba.errors import DataError, QMambaError
+from qmamba.quant import builders
+from qmamba.quant.config import QuantConfig
+from qmamba.quant.observers_act import ActObserver
+from qmamba.quant.observers_scan import ScanPointObserver
+from qmamba.quant.point import QuantPoint, iter_points
+from qmamba.quant.quantizers import SmoothedInput, SmoothedWeight
+
+
+class _StopForward(Exception):
+    pass
+
+
+@dataclass
+class PointPlan:
+    name: str
+    point: QuantPoint
+    bits: int
+    block: int | None = None  # index in model.quant_blocks(); None = stem/head
+    observer: object | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def role(self) -> str:
+        return self.point.role
+
+
+# ----------------------------------------------------------------------------- planning
+def plan_points(model: nn.Module, config: QuantConfig) -> list[PointPlan]:
+    """Which points get a quantizer, at how many bits (roles and tags decide)."""
+    plans = []
+    for name, point in iter_points(model):
+        if point.role.startswith("ssm.") and point.role != "ssm.u" and not config.ssm.quantize:
+            continue
+        bits = config.w_bits if point.role == "weight" else config.a_bits
+        if config.first_last_bits is not None and point.tags & {"first", "last"}:
+            bits = config.first_last_bits
+        plans.append(PointPlan(name, point, bits))
+    return plans
+
+
+def _assign_blocks(plans: list[PointPlan], blocks: list[nn.Module]) -> None:
+    owner = {}
+    for i, block in enumerate(blocks):
+        for module in block.modules():
+            owner[id(module)] = i
+    for plan in plans:
+        plan.block = owner.get(id(plan.point))
+
+
+def _scan_directions(model: nn.Module) -> dict[int, int]:
+    """id(h point) -> number of scan directions sharing it (VMamba: 4)."""
+    out = {}
+    for module in model.modules():
+        h = getattr(module, "h", None)
+        if isinstance(h, QuantPoint) and h.role == "ssm.h":
+            out[id(h)] = int(getattr(module, "directions", 1))
+    return out
+
+
+# ----------------------------------------------------------------------------- observers
+def _new_observer(plan: PointPlan, config: QuantConfig):
+    role = plan.role
+    if role == "weight":
+        return _WeightCapture()
+    if role in ("ssm.A", "ssm.B", "ssm.h"):
+        return ScanPointObserver(includes_u=config.ssm.b_includes_u)
+    per_token = config.act.per_token and role == "linear_input" and not plan.point.tags
+    return ActObserver(
+        kind=config.act.observer,
+        percentile=config.act.percentile,
+        per_token=per_token,
+        channel_axis=plan.point.channel_axis,
+        track_channels=config.act.smoothing_alpha is not None and role == "linear_input",
+    )
+
+
+class _WeightCapture:
+    def __init__(self):
+        self.weight = None
+
+    def __call__(self, w: torch.Tensor) -> None:
+        self.weight = w.detach()
+
+
+def _build(plan: PointPlan, config: QuantConfig, directions: dict[int, int], clip: float = 1.0):
+    obs, role, bits = plan.observer, plan.role, plan.bits
+    if role == "weight":
+        channel_dims = plan.point.weight_channel_dims
+        return builders.weight_quantizer(obs.weight, bits, config.weight.observer, channel_dims)
+    if role == "ssm.A":
+        return builders.a_bar_quantizer(obs, bits, config.ssm, clip)
+    if role == "ssm.B":
+        return builders.b_bar_quantizer(obs, bits, config.ssm, clip)
+    if role == "ssm.h":
+        return builders.h_quantizer(obs, bits, config.ssm, directions.get(id(plan.point), 1), clip)
+    xmin, xmax = obs.range(bits)
+    return builders.act_quantizer(xmin, xmax, bits, clip, "token" if obs.per_token else "tensor")
+
+
+# ----------------------------------------------------------------------------- running
+def _first_block_inputs(model, blocks, images, device) -> list[tuple]:
+    """Run the model on each batch until the first block; return its positional inputs."""
+    captured = []
+
+    def hook(_module, args, kwargs):
+        captured.append((tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs)))
+        raise _StopForward
+
+    handle = blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for x in images:
+            try:
+                model(x.to(device))
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def _run_block(block, inputs: list[tuple]) -> list[tuple]:
+    outs = []
+    for args, kwargs in inputs:
+        out = block(*args, **kwargs)
+        outs.append(((*out,) if isinstance(out, tuple) else (out,), {}))
+    return outs
+
+
+def _block_loss(block, inputs, targets) -> float:
+    total, count = 0.0, 0
+    for (args, kwargs), (target, _) in zip(inputs, targets, strict=True):
+        out = block(*args, **kwargs)
+        out = out if isinstance(out, tuple) else (out,)
+        for o, t in zip(out, target, strict=True):
+            if torch.is_tensor(o) and o is not None:
+                total += float((o.float() - t.float()).pow(2).sum())
+                count += o.numel()
+    return total / max(count, 1)
+
+
+class _ObserveThenPass(nn.Module):
+    """Placed inside SmoothedInput while calibrating: observe x / s, pass it on."""
+
+    def __init__(self, observer):
+        super().__init__()
+        self.observer = observer
+
+    def forward(self, x):
+        self.observer(x)
+        return x
+
+
+def _attach(plans: Iterable[PointPlan]) -> None:
+    for p in plans:
+        p.point.observer = p.observer
+
+
+def _detach(plans: Iterable[PointPlan]) -> None:
+    for p in plans:
+        p.point.observer = None
+
+
+# ----------------------------------------------------------------------------- main entry
+def collect_calibration_images(calib_loader, calib_size: int) -> list[torch.Tensor]:
+    """First `calib_size` images of the loader as a list of batches (labels dropped)."""
+    batches, n = [], 0
+    for item in calib_loader:
+        x = item[0] if isinstance(item, list | tuple) else item
+        if not torch.is_tensor(x):
+            raise DataError("the calibration loader must yield image tensors or (images, labels)")
+        take = min(x.shape[0], calib_size - n)
+        batches.append(x[:take])
+        n += take
+        if n >= calib_size:
+            break
+    if n == 0:
+        raise DataError("the calibration loader yielded no images")
+    if n < calib_size:
+        raise DataError(f"calibration needs {calib_size} images but the data has only {n}")
+    return batches
+
+
+@torch.no_grad()
+def quantize(
+    model: nn.Module,
+    config: QuantConfig,
+    calib_loader,
+    *,
+    device: str | torch.device | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> nn.Module:
+    """A quantized copy of `model` (the input model is untouched)."""
+    config.validate()
+    start = time.time()
+    qmodel = copy.deepcopy(model).eval()
+    if device is not None:
+        qmodel.to(device)
+    device = next(qmodel.parameters()).device
+    qmodel.qmamba_config = config
+    qmodel.qmamba_info = {"points": {}, "calibration_seconds": 0.0}
+    if config.is_float:
+        return qmodel
+    config = _family_defaults(qmodel, config)
+    qmodel.qmamba_config = config
+    torch.manual_seed(config.seed)
+    images = collect_calibration_images(calib_loader, config.calib_size)
+    plans = plan_points(qmodel, config)
+    blocks = list(qmodel.quant_blocks()) if hasattr(qmodel, "quant_blocks") else []
+    _assign_blocks(plans, blocks)
+    directions = _scan_directions(qmodel)
+    outer = [p for p in plans if p.block is None]
+    by_block = [[p for p in plans if p.block == i] for i in range(len(blocks))]
+    search_batches = _search_batches(images, config.search.samples)
+
+    def report(stage, i, n):
+        if progress is not None:
+            progress(stage, i, n)
+
+    # 1. stem / head statistics on the float model; float input of the first block
+    order = []
+    for p in outer:
+        p.observer = _new_observer(p, config)
+        p.point.observer = _OrderedObserver(p.observer, order, p)
+    if not blocks:  # no block structure: one pass observes everything
+        raise QMambaError(f"{type(model).__name__} does not expose quant_blocks(); cannot calibrate block-wise")
+    first_seen = {}
+
+    def mark(_m, _a):
+        first_seen.setdefault("block0", len(order))
+
+    mark_handle = blocks[0].register_forward_pre_hook(mark)
+    try:
+        for x in images:
+            qmodel(x.to(device))
+            first_seen.setdefault("block0", len(order))
+    finally:
+        mark_handle.remove()
+        _detach(outer)
+    stem_ids = {id(p) for p in order[: first_seen.get("block0", 0)]}
+    stem = [p for p in outer if id(p) in stem_ids]
+    head = [p for p in outer if id(p) not in stem_ids]
+    for p in stem:
+        p.point.quantizer = _build(p, config, directions)
+    x_fp = _first_block_inputs(_without_quantizers(qmodel, stem), blocks, images, device)
+    x_q = _first_block_inputs(qmodel, blocks, images, device)
+
+    # 2. blocks, in order, on the outputs of the already-quantized blocks
+    for i, block in enumerate(blocks):
+        report("calibrate", i, len(blocks))
+        block_plans = by_block[i]
+        y_fp = _run_block(block, x_fp)
+        _calibrate_block(block, block_plans, config, directions, x_q)
+        if config.search.enabled:
+            _search_block(block, block_plans, config, directions,
+                          [x_q[j] for j in search_batches], [y_fp[j] for j in search_batches])
+        x_q = _run_block(block, x_q)
+        x_fp = y_fp
+    report("calibrate", len(blocks), len(blocks))
+
+    # 3. head on the fully quantized trunk
+    for p in head:
+        p.observer = _new_observer(p, config)
+    _attach(head)
+    try:
+        for x in images:
+            qmodel(x.to(device))
+    finally:
+        _detach(head)
+    for p in head:
+        p.point.quantizer = _build(p, config, directions)
+
+    for p in plans:
+        desc = p.point.quantizer.describe() if p.point.quantizer is not None else {}
+        qmodel.qmamba_info["points"][p.name] = {"role": p.role, "bits": p.bits, **desc, **p.info}
+        p.observer = None
+    qmodel.qmamba_info["calibration_seconds"] = time.time() - start
+    qmodel.qmamba_info["calibration_images"] = sum(int(x.shape[0]) for x in images)
+    return qmodel
+
+
+def _family_defaults(model: nn.Module, config: QuantConfig) -> QuantConfig:
+    """PTQ4VM smooths with alpha 0.5 on Vim and 0.65 on VMamba."""
+    if config.recipe == "ptq4vm" and getattr(model, "family", "vim") == "vmamba" and config.act.smoothing_alpha == 0.5:
+        return config.replace(**{"act.smoothing_alpha": 0.65})
+    return config
+
+
+def _search_batches(images: list[torch.Tensor], samples: int) -> list[int]:
+    idx, n = [], 0
+    for j, x in enumerate(images):
+        if n >= samples:
+            break
+        idx.append(j)
+        n += x.shape[0]
+    return idx
+
+
+class _OrderedObserver:
+    """Records the order in which outer points are first seen (stem vs head)."""
+
+    def __init__(self, inner, order: list, plan: PointPlan):
+        self.inner, self.order, self.plan = inner, order, plan
+
+    def __call__(self, x):
+        if not any(p is self.plan for p in self.order):
+            self.order.append(self.plan)
+        self.inner(x)
+
+
+class _without_quantizers:
+    """Context-free helper: a callable that runs `model` with `plans`' quantizers removed."""
+
+    def __init__(self, model, plans):
+        self.model, self.plans = model, plans
+
+    def __call__(self, x):
+        saved = [p.point.quantizer for p in self.plans]
+        for p in self.plans:
+            p.point.quantizer = None
+        try:
+            return self.model(x)
+        finally:
+            for p, q in zip(self.plans, saved, strict=True):
+                p.point.quantizer = q
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def _calibrate_block(block, plans, config, directions, inputs) -> None:
+    smooth = config.act.smoothing_alpha
+    for p in plans:
+        p.observer = _new_observer(p, config)
+    _attach(plans)
+    try:
+        _run_block(block, inputs)
+    finally:
+        _detach(plans)
+    if smooth is not None:
+        _apply_smoothing(block, plans, config, inputs, smooth)
+    for p in plans:
+        if p.point.quantizer is None:
+            p.point.quantizer = _build(p, config, directions)
+    # h (and everything after A/B) must see the quantized recurrence: observe again
+    scan_h = [p for p in plans if p.role == "ssm.h"]
+    if scan_h:
+        for p in scan_h:
+            p.point.quantizer = None
+            p.observer = _new_observer(p, config)
+        _attach(scan_h)
+        try:
+            _run_block(block, inputs)
+        finally:
+            _detach(scan_h)
+        for p in scan_h:
+            p.point.quantizer = _build(p, config, directions)
+
+
+def _apply_smoothing(block, plans, config, inputs, alpha: float) -> None:
+    """SmoothQuant-style smoothing of every Linear input in the block (PTQ4VM).
+
+    s_j = max|X_j|^alpha / max|W_j|^(1 - alpha); the input point quantizes X / s and the
+    weight point W * s. The input statistics are then observed again on X / s.
+    """
+    by_point = {id(p.point): p for p in plans}
+    pairs = []
+    for module in block.modules():
+        inp, wq = getattr(module, "input_quant", None), getattr(module, "weight_quant", None)
+        if not isinstance(inp, QuantPoint) or not isinstance(wq, QuantPoint) or inp.tags:
+            continue
+        if id(inp) not in by_point or id(wq) not in by_point or module.weight.dim() != 2:
+            continue
+        p_in, p_w = by_point[id(inp)], by_point[id(wq)]
+        act_max = p_in.observer.channel_absmax()  # (in_features,)
+        w_max = module.weight.detach().abs().amax(dim=0).float()  # (in_features,)
+        s = (act_max.clamp(min=1e-5) ** alpha) / (w_max.clamp(min=1e-5) ** (1 - alpha))
+        s = s.clamp(min=1e-5)
+        p_in.observer = _new_observer(p_in, config)
+        p_in.point.quantizer = SmoothedInput(_ObserveThenPass(p_in.observer), s, inp.channel_axis)
+        pairs.append((p_in, p_w, s))
+    if not pairs:
+        return
+    _run_block(block, inputs)
+    for p_in, p_w, s in pairs:
+        xmin, xmax = p_in.observer.range(p_in.bits)
+        inner = builders.act_quantizer(xmin, xmax, p_in.bits, 1.0, "token" if p_in.observer.per_token else "tensor")
+        p_in.point.quantizer = SmoothedInput(inner, s, p_in.point.channel_axis)
+        w = p_w.observer.weight * s.view(1, -1)
+        p_w.point.quantizer = SmoothedWeight(
+            builders.weight_quantizer(w, p_w.bits, config.weight.observer, p_w.point.weight_channel_dims), s
+        )
+        p_in.info["smoothing_alpha"] = alpha
+
+
+def _search_block(block, plans, config, directions, inputs, targets) -> None:
+    """Coordinate search of clipping ratios, point by point in forward order."""
+    candidates = config.search.candidates
+    searchable = [p for p in plans if p.role != "weight" and not isinstance(p.point.quantizer, SmoothedInput)]
+    for p in searchable:
+        best_clip, best_loss = 1.0, _block_loss(block, inputs, targets)
+        best_q = p.point.quantizer
+        for clip in candidates:
+            if clip == 1.0:
+                continue
+            p.point.quantizer = _build(p, config, directions, clip)
+            loss = _block_loss(block, inputs, targets)
+            if loss < best_loss:
+                best_clip, best_loss, best_q = clip, loss, p.point.quantizer
+        p.point.quantizer = best_q
+        p.info["clip"] = best_clip

@@ -1,0 +1,227 @@
+"""QuantConfig: the one serializable description of a quantization run.
+
+A small versioned dataclass (torchao style) that round-trips through JSON and is saved
+next to every result. Recipes (`QuantConfig.from_recipe`) are named presets of it; every
+field stays a documented option, so ablations are config edits, not code paths.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from qmamba.errors import ConfigError
+from qmamba.quant import primitives
+
+CONFIG_VERSION = 1
+
+RECIPES = ("fp", "minmax", "percentile", "ptq4vm", "qmamba", "qmamba_no_ltsq", "qmamba_no_tgq")
+OBSERVERS = ("minmax", "percentile", "mse")
+A_GRIDS = ("uniform", "ltsq")
+H_CHANNEL_MODES = ("tensor", "channel")
+H_GROUP_MODES = ("equal", "dp")
+
+
+def validate_bits(bits: Any, what: str = "bit width", allow_none: bool = False) -> int | None:
+    """`primitives.validate_bits` with the option's name in the message."""
+    if bits is None and allow_none:
+        return None
+    try:
+        return primitives.validate_bits(bits)
+    except ConfigError as e:
+        raise ConfigError(f"{what}: {e}") from None
+
+
+@dataclass
+class WeightQuantConfig:
+    """Weights: uniform symmetric, per output channel."""
+
+    observer: str = "mse"  # minmax | mse (clipping searched on the weight itself)
+
+
+@dataclass
+class ActQuantConfig:
+    """Inputs of Linear/Conv layers and the SSM's u, delta, C, y, z points."""
+
+    observer: str = "minmax"  # minmax | percentile | mse
+    percentile: float = 99.999
+    per_token: bool = False  # static per-token scales (PTQ4VM)
+    smoothing_alpha: float | None = None  # SmoothQuant-style smoothing of Linear inputs
+
+
+@dataclass
+class SSMQuantConfig:
+    """The scan's internal points: A_bar, B_bar u and the hidden state h."""
+
+    quantize: bool = True
+    a_grid: str = "uniform"  # uniform | ltsq (log grid on 1 - A_bar when skewed)
+    b_grid: str = "uniform"  # uniform | ltsq (signed log grid anchored at 0 when skewed)
+    ltsq_alpha: float = 0.5  # skewness test: use LtSQ when the median exceeds alpha (A_bar)
+    ltsq_b_ratio: float = 0.1  # B: use LtSQ when median(|x|) < ratio * max(|x|) (long tail)
+    ltsq_base: float = 2.0  # 2 or sqrt(2)
+    b_includes_u: bool = True  # quantize B_bar*u (True) or B_bar alone
+    h_groups: int = 1  # TGQ: number of time groups (1 = per tensor); 0 = one per step
+    h_group_mode: str = "equal"  # equal | dp (boundaries by dynamic programming)
+    h_channel: str = "tensor"  # tensor | channel (per scan channel; VMamba: per direction at least)
+    h_per_state: bool = False  # a scale per state dimension n
+
+
+@dataclass
+class SearchConfig:
+    """Block-wise search of clipping ranges minimising the block-output MSE."""
+
+    enabled: bool = False
+    candidates: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+    samples: int = 32  # calibration images used for the search
+
+
+@dataclass
+class QuantConfig:
+    recipe: str = "fp"
+    w_bits: int | None = None
+    a_bits: int | None = None
+    first_last_bits: int | None = 8  # patch embedding / stem and head; None = like the rest
+    weight: WeightQuantConfig = field(default_factory=WeightQuantConfig)
+    act: ActQuantConfig = field(default_factory=ActQuantConfig)
+    ssm: SSMQuantConfig = field(default_factory=SSMQuantConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    calib_size: int = 256
+    seed: int = 0
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        self.w_bits = validate_bits(self.w_bits, "w_bits", allow_none=True)
+        self.a_bits = validate_bits(self.a_bits, "a_bits", allow_none=True)
+        self.first_last_bits = validate_bits(self.first_last_bits, "first_last_bits", allow_none=True)
+        if (self.w_bits is None) != (self.a_bits is None):
+            raise ConfigError("set both w_bits and a_bits, or neither (full precision)")
+        _check_choice(self.weight.observer, ("minmax", "mse"), "weight observer")
+        _check_choice(self.act.observer, OBSERVERS, "activation observer")
+        _check_choice(self.ssm.a_grid, A_GRIDS, "A_bar grid")
+        _check_choice(self.ssm.b_grid, A_GRIDS, "B_bar grid")
+        _check_choice(self.ssm.h_group_mode, H_GROUP_MODES, "TGQ group mode")
+        _check_choice(self.ssm.h_channel, H_CHANNEL_MODES, "TGQ channel mode")
+        if self.ssm.ltsq_base not in (2.0, 2.0**0.5):
+            raise ConfigError(f"LtSQ log base must be 2 or sqrt(2), got {self.ssm.ltsq_base}")
+        if self.ssm.h_groups < 0:
+            raise ConfigError(f"h_groups must be >= 1 (or 0 for one group per step), got {self.ssm.h_groups}")
+        if not 0.0 < self.act.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in (0, 100], got {self.act.percentile}")
+        if self.calib_size < 1:
+            raise ConfigError(f"calib_size must be at least 1, got {self.calib_size}")
+        if self.version != CONFIG_VERSION:
+            raise ConfigError(f"config version {self.version} is not supported (this is {CONFIG_VERSION})")
+
+    @property
+    def is_float(self) -> bool:
+        return self.w_bits is None
+
+    @property
+    def setting(self) -> str:
+        return "FP" if self.is_float else f"W{self.w_bits}A{self.a_bits}"
+
+    # ------------------------------------------------------------------ recipes
+    @classmethod
+    def from_recipe(cls, name: str, w_bits: int | None = None, a_bits: int | None = None, **overrides) -> QuantConfig:
+        if name not in RECIPES:
+            close = difflib.get_close_matches(name, RECIPES, n=2, cutoff=0.4)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown recipe {name!r}.{hint} Known recipes: {', '.join(RECIPES)}")
+        if name == "fp":
+            return cls(recipe="fp", **overrides)
+        if w_bits is None or a_bits is None:
+            raise ConfigError(f"recipe {name!r} needs both w_bits and a_bits")
+        cfg = cls(recipe=name, w_bits=w_bits, a_bits=a_bits)
+        if name == "minmax":
+            cfg.weight.observer = "minmax"
+        elif name == "percentile":
+            cfg.weight.observer = "minmax"
+            cfg.act.observer = "percentile"
+        elif name == "ptq4vm":
+            cfg.weight.observer = "minmax"
+            cfg.act.per_token = True
+            cfg.act.smoothing_alpha = 0.5  # Vim; quantize() uses 0.65 for VMamba unless set
+        else:  # qmamba and its ablations
+            cfg.weight.observer = "mse"
+            cfg.act.observer = "mse"
+            cfg.search.enabled = True
+            cfg.ssm.a_grid = "ltsq"
+            cfg.ssm.b_grid = "ltsq"
+            cfg.ssm.h_groups = 8
+            if name == "qmamba_no_ltsq":
+                cfg.ssm.a_grid = cfg.ssm.b_grid = "uniform"
+            elif name == "qmamba_no_tgq":
+                cfg.ssm.h_groups = 1
+        for key, value in overrides.items():
+            cfg = cfg.replace(**{key: value})
+        cfg.validate()
+        return cfg
+
+    def replace(self, **changes) -> QuantConfig:
+        """A copy with top-level fields or dotted sub-fields ('ssm.h_groups') changed."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            target = data
+            *parents, leaf = key.replace("__", ".").split(".")
+            for p in parents:
+                if p not in target or not isinstance(target[p], dict):
+                    raise ConfigError(f"unknown config field {key!r}")
+                target = target[p]
+            if leaf not in target:
+                raise ConfigError(f"unknown config field {key!r}")
+            target[leaf] = value
+        return QuantConfig.from_dict(data)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> QuantConfig:
+        data = dict(data)
+        version = data.get("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(f"config version {version} is not supported (this is {CONFIG_VERSION})")
+        subs = {
+            "weight": WeightQuantConfig,
+            "act": ActQuantConfig,
+            "ssm": SSMQuantConfig,
+            "search": SearchConfig,
+        }
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown config fields: {sorted(unknown)}")
+        for key, sub_cls in subs.items():
+            if key in data and isinstance(data[key], dict):
+                sub_known = {f.name for f in dataclasses.fields(sub_cls)}
+                bad = set(data[key]) - sub_known
+                if bad:
+                    raise ConfigError(f"unknown fields in config.{key}: {sorted(bad)}")
+                values = dict(data[key])
+                if key == "search" and "candidates" in values:
+                    values["candidates"] = tuple(values["candidates"])
+                data[key] = sub_cls(**values)
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> QuantConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
