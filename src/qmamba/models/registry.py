@@ -76,7 +76,11 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
             "qmamba never downloads weights: build the model, then call "
             "qmamba.load_checkpoint(model, '/path/to/released_checkpoint.pth')"
         )
-    return _FACTORIES[resolve_name(name)](**kwargs)
+    canonical = resolve_name(name)
+    model = _FACTORIES[canonical](**kwargs)
+    # how to rebuild this exact architecture (saved with quantized models)
+    model.qmamba_spec = {"name": canonical, "kwargs": dict(kwargs)}
+    return model
 
 
 def register_with_timm() -> None:

@@ -1,0 +1,269 @@
+"""Save and reload a quantized model: packed integer codes, scales, zero points, config.
+
+A saved model is a folder with
+- `model.safetensors`: the float tensors that stay float (norms, biases, A_log, D,
+  position embeddings, ...), the weight codes packed to their bit width
+  (`<weight>.__codes`, uint8), and every quantizer's buffers (`<point>.__q.<buffer>`);
+- `quant.json`: format version, the architecture (`create_model` name and kwargs), the
+  QuantConfig, and for every quantization point the quantizer's class and attributes.
+
+On reload the weights are the dequantized codes, held by a `CodedWeight` quantizer that
+ignores the float parameter, so the logits are bit-identical to the model that was
+saved (`dequantize(quantize(w))` is exactly the fake quantization it ran with).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file
+
+from qmamba.errors import CheckpointError
+from qmamba.io_utils import atomic_write
+from qmamba.quant.config import QuantConfig
+from qmamba.quant.point import iter_points
+from qmamba.quant.quantizers import (
+    ScanQuantizer,
+    SmoothedInput,
+    SmoothedWeight,
+    UniformQuantizer,
+    WeightQuantizer,
+)
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "quant.json"
+
+
+# ----------------------------------------------------------------------------- bit packing
+def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Unsigned integer codes (< 2^bits) -> little-endian bit stream in uint8."""
+    flat = codes.flatten().to(torch.int64).cpu().numpy().astype(np.uint32)
+    if flat.size and (flat.max() >= 2**bits):
+        raise ValueError(f"codes do not fit in {bits} bits")
+    bit_planes = ((flat[:, None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)  # (n, bits)
+    return torch.from_numpy(np.packbits(bit_planes.reshape(-1), bitorder="little"))
+
+
+def unpack_codes(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
+    bit_stream = np.unpackbits(packed.cpu().numpy(), bitorder="little")[: numel * bits]
+    planes = bit_stream.reshape(numel, bits).astype(np.uint32)
+    values = (planes << np.arange(bits, dtype=np.uint32)).sum(axis=1)
+    return torch.from_numpy(values.astype(np.int64))
+
+
+class CodedWeight(nn.Module):
+    """A reloaded weight quantizer: returns the dequantized codes, whatever it is given."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int, smoothing: bool = False):
+        super().__init__()
+        self.register_buffer("codes", codes.to(torch.int16))
+        self.register_buffer("scale", scale.float())
+        self.register_buffer("zero_point", zero_point.float())
+        self.bits = bits
+        self.smoothing = smoothing
+        self._dequant: torch.Tensor | None = None
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self._dequant is None or self._dequant.device != w.device:
+            self._dequant = ((self.codes.float() - self.zero_point) * self.scale).to(w.device)
+        return self._dequant.to(w.dtype)
+
+    def describe(self) -> dict:
+        return {"grid": "uniform", "bits": self.bits, "symmetric": True, "granularity": "channel",
+                "num_scales": int(self.scale.numel()), **({"smoothing": True} if self.smoothing else {})}
+
+
+# ----------------------------------------------------------------------------- save
+def _weight_entry(point_name: str, quantizer: nn.Module, weight: torch.Tensor, tensors: dict) -> dict:
+    smooth = None
+    inner = quantizer
+    if isinstance(quantizer, SmoothedWeight):
+        smooth, inner = quantizer.smooth, quantizer.inner
+    if isinstance(inner, CodedWeight):
+        codes, scale, zp, bits = inner.codes.long(), inner.scale, inner.zero_point, inner.bits
+        qmin = -(2 ** (bits - 1) - 1)
+    elif isinstance(inner, WeightQuantizer):
+        w = weight.detach().float()
+        if smooth is not None:
+            shape = [1] * w.dim()
+            shape[1] = -1
+            w = w * smooth.view(shape)
+        codes, scale, zp, bits, qmin = inner.codes(w).long(), inner.scale, inner.zero_point, inner.bits, inner.qmin
+    else:
+        raise CheckpointError(f"cannot save weight quantizer {type(quantizer).__name__} at {point_name}")
+    tensors[f"{point_name}.__codes"] = pack_codes(codes - qmin, bits)
+    tensors[f"{point_name}.__scale"] = scale.float().contiguous()
+    return {"type": "weight", "bits": bits, "qmin": qmin, "shape": list(codes.shape), "smoothing": smooth is not None}
+
+
+def _module_entry(prefix: str, quantizer: nn.Module, tensors: dict) -> dict:
+    """Quantizer modules other than weights: class, attributes and buffers."""
+    if isinstance(quantizer, SmoothedInput):
+        tensors[f"{prefix}.smooth"] = quantizer.smooth.contiguous()
+        return {"type": "smoothed_input", "channel_axis": quantizer.channel_axis,
+                "inner": _module_entry(prefix + ".inner", quantizer.inner, tensors)}
+    for name, buf in quantizer.named_buffers(recurse=False):
+        tensors[f"{prefix}.{name}"] = buf.contiguous()
+    if isinstance(quantizer, ScanQuantizer):
+        return {"type": "scan", "kind": quantizer.kind, "bits": quantizer.bits, "qmin": quantizer.qmin,
+                "qmax": quantizer.qmax, "base": quantizer.base, "includes_u": quantizer.includes_u}
+    if isinstance(quantizer, UniformQuantizer):
+        return {"type": "uniform", "bits": quantizer.bits, "symmetric": quantizer.symmetric,
+                "granularity": quantizer.granularity}
+    raise CheckpointError(f"cannot save quantizer {type(quantizer).__name__} at {prefix}")
+
+
+def save_quantized(qmodel: nn.Module, out_dir: str | os.PathLike) -> dict:
+    """Write `model.safetensors` and `quant.json` into `out_dir`; returns size info."""
+    spec = getattr(qmodel, "qmamba_spec", None)
+    config = getattr(qmodel, "qmamba_config", None)
+    if spec is None or config is None:
+        raise CheckpointError("save_quantized needs a model built by qmamba.create_model and quantized by qmamba.quantize")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    points: dict[str, dict] = {}
+    coded_params = set()
+    params = dict(qmodel.named_parameters())
+    for name, point in iter_points(qmodel):
+        if point.quantizer is None:
+            continue
+        if point.role == "weight":
+            param_name = _weight_param_of(qmodel, name, point)
+            entry = _weight_entry(name, point.quantizer, params[param_name], tensors)
+            entry["param"] = param_name
+            coded_params.add(param_name)
+            if isinstance(point.quantizer, SmoothedWeight):
+                tensors[f"{name}.__smooth"] = point.quantizer.smooth.contiguous()
+        else:
+            entry = _module_entry(f"{name}.__q", point.quantizer, tensors)
+        points[name] = entry
+    float_params = 0
+    for key, value in qmodel.state_dict().items():
+        if key in coded_params or ".__q." in key or key.startswith("__") or _is_quantizer_buffer(key):
+            continue
+        tensors[key] = value.detach().contiguous()
+        float_params += value.numel()
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": spec,
+        "config": config.to_dict(),
+        "points": points,
+        "info": _jsonable(getattr(qmodel, "qmamba_info", {})),
+    }
+    with atomic_write(out / WEIGHTS_FILE, "wb") as f:
+        f.write(_safetensors_bytes(tensors))
+    with atomic_write(out / META_FILE, "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+    weight_bytes = sum(t.numel() * t.element_size() for k, t in tensors.items() if k.endswith("__codes"))
+    float_weight_bytes = sum(params[p].numel() * 4 for p in coded_params)
+    return {
+        "path": str(out),
+        "file_bytes": (out / WEIGHTS_FILE).stat().st_size + (out / META_FILE).stat().st_size,
+        "weight_code_bytes": weight_bytes,
+        "weight_float32_bytes": float_weight_bytes,
+        "float_tensor_elements": float_params,
+    }
+
+
+def _safetensors_bytes(tensors: dict) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors)
+
+
+def _is_quantizer_buffer(key: str) -> bool:
+    """State-dict keys of buffers that live inside quantizer modules (saved separately)."""
+    return ".quantizer." in key
+
+
+def _weight_param_of(model: nn.Module, point_name: str, point) -> str:
+    """The parameter a weight point quantizes: declared by its owner module."""
+    owner_name, _, attr = point_name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    param_attr = getattr(owner, "weight_point_params", {}).get(attr, "weight")
+    return f"{owner_name}.{param_attr}" if owner_name else param_attr
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if torch.is_tensor(o) else str(o)))
+
+
+# ----------------------------------------------------------------------------- load
+def load_quantized(path: str | os.PathLike) -> nn.Module:
+    """Rebuild a model saved by `save_quantized`."""
+    from qmamba.models import create_model
+
+    folder = Path(path)
+    meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
+    if not meta_path.is_file() or not weights_path.is_file():
+        raise CheckpointError(
+            f"{folder} is not a saved quantized model (expected {META_FILE} and {WEIGHTS_FILE} in it)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(weights_path))
+    except (json.JSONDecodeError, OSError, Exception) as e:  # safetensors raises its own types
+        raise CheckpointError(f"cannot read the quantized model in {folder}: {e}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path}: format version {meta.get('format_version')} is not supported")
+    model = create_model(meta["model"]["name"], **meta["model"]["kwargs"]).eval()
+    config = QuantConfig.from_dict(meta["config"])
+    points = dict(iter_points(model))
+    state = model.state_dict()
+    quantizers = {}
+    for name, entry in meta["points"].items():
+        if name not in points:
+            raise CheckpointError(f"{meta_path}: quantization point {name} does not exist in the model")
+        if entry["type"] != "weight":
+            quantizers[name] = _rebuild_module(f"{name}.__q", entry, tensors)
+            continue
+        numel = int(np.prod(entry["shape"]))
+        codes = unpack_codes(tensors[f"{name}.__codes"], entry["bits"], numel).view(entry["shape"]) + entry["qmin"]
+        scale = tensors[f"{name}.__scale"]
+        coded = CodedWeight(codes, scale, torch.zeros_like(scale), entry["bits"], entry["smoothing"])
+        w = coded(state[entry["param"]])
+        if entry["smoothing"]:  # the float parameter is not stored: keep it consistent
+            smooth = tensors[f"{name}.__smooth"]
+            shape = [1] * w.dim()
+            shape[1] = -1
+            w = w / smooth.view(shape)
+            coded = SmoothedWeight(coded, smooth)
+        state[entry["param"]] = w
+        quantizers[name] = coded
+    missing = [k for k in state if k not in tensors and not _is_coded(k, meta)]
+    if missing:
+        raise CheckpointError(f"{weights_path} lacks tensors: {missing[:5]} ({len(missing)} in all)")
+    state.update({k: tensors[k] for k in state if k in tensors})
+    model.load_state_dict(state, strict=True)
+    for name, quantizer in quantizers.items():
+        points[name].quantizer = quantizer
+    model.qmamba_config = config
+    model.qmamba_info = meta.get("info", {})
+    return model
+
+
+def _is_coded(key: str, meta: dict) -> bool:
+    return any(e.get("param") == key for e in meta["points"].values())
+
+
+def _rebuild_module(prefix: str, entry: dict, tensors: dict) -> nn.Module:
+    kind = entry["type"]
+    if kind == "smoothed_input":
+        inner = _rebuild_module(prefix + ".inner", entry["inner"], tensors)
+        return SmoothedInput(inner, tensors[f"{prefix}.smooth"], entry["channel_axis"])
+    if kind == "scan":
+        gi = tensors[f"{prefix}.group_index"]
+        return ScanQuantizer(
+            entry["kind"], entry["bits"], tensors[f"{prefix}.scale"], tensors[f"{prefix}.zero_point"],
+            entry["qmin"], entry["qmax"], entry["base"], gi if gi.numel() else None, entry["includes_u"],
+        )
+    if kind == "uniform":
+        return UniformQuantizer(tensors[f"{prefix}.scale"], tensors[f"{prefix}.zero_point"], entry["bits"],
+                                entry["symmetric"], entry["granularity"])
+    raise CheckpointError(f"unknown quantizer type {kind!r} at {prefix}")
