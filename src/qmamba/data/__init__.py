@@ -1,0 +1,32 @@
+"""Datasets, transforms and loaders: Fashion-MNIST (IDX files and the built-in bundles)
+and ImageNet-layout folders."""
+from qmamba.data.builtin import BuiltinFashionMNIST, load_builtin
+from qmamba.data.fashion_mnist import (
+    CLASS_NAMES,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    FashionMNIST,
+    load_fashion_mnist,
+    read_idx,
+)
+from qmamba.data.imagefolder import build_eval_dataset
+from qmamba.data.loaders import calibration_indices, calibration_subset, make_loader
+from qmamba.data.transforms import eval_transform, fashion_mnist_data_config, resolve_data_config
+
+__all__ = [
+    "CLASS_NAMES",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "BuiltinFashionMNIST",
+    "FashionMNIST",
+    "build_eval_dataset",
+    "calibration_indices",
+    "calibration_subset",
+    "eval_transform",
+    "fashion_mnist_data_config",
+    "load_builtin",
+    "load_fashion_mnist",
+    "make_loader",
+    "read_idx",
+    "resolve_data_config",
+]
