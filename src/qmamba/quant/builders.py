@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from qmamba.quant.config import SSMQuantConfig
-from qmamba.quant.primitives import choose_qparams, qrange
+from qmamba.quant.ltsq import skewness_test, skewness_test_signed
+from qmamba.quant.primitives import choose_qparams, log1m_qrange, log_signed_qrange, qrange
 from qmamba.quant.quantizers import ScanQuantizer, UniformQuantizer, WeightQuantizer
 from qmamba.quant.tgq import tgq_quantizer
 
@@ -52,9 +53,9 @@ def a_bar_quantizer(obs, bits: int, cfg: SSMQuantConfig, clip: float = 1.0) -> S
     lo = float(obs.step_min.min())
     hi = float(obs.step_max.max())
     one = torch.ones(1, 1, 1)
-    if cfg.a_grid == "ltsq" and float(obs.samples.median()) > cfg.ltsq_alpha:
+    if cfg.a_grid == "ltsq" and skewness_test(obs.samples, cfg.ltsq_alpha):
         s = min(1.0, max(1.0 - lo, 1e-12) * clip)
-        return ScanQuantizer("log1m", bits, one * s, None, 0, 2**bits - 1, base=cfg.ltsq_base)
+        return ScanQuantizer("log1m", bits, one * s, None, *log1m_qrange(bits), base=cfg.ltsq_base)
     # uniform: clip towards 1, where A_bar crowds
     lo_c = hi - (hi - lo) * clip
     scale, zp = choose_qparams(one * lo_c, one * hi, bits, symmetric=False)
@@ -68,11 +69,10 @@ def b_bar_quantizer(obs, bits: int, cfg: SSMQuantConfig, clip: float = 1.0) -> S
     hi = float(obs.step_max.max())
     peak = max(abs(lo), abs(hi), 1e-12)
     one = torch.ones(1, 1, 1)
-    median_abs = float(obs.samples.abs().median())
-    if cfg.b_grid == "ltsq" and median_abs < cfg.ltsq_b_ratio * peak:
-        qmax = 2 ** (bits - 1) - 1  # one bit is the sign; magnitude code qmax means 0
+    if cfg.b_grid == "ltsq" and skewness_test_signed(obs.samples, cfg.ltsq_b_ratio):
+        # one bit is the sign; the top magnitude code means exactly 0
         return ScanQuantizer(
-            "log_signed", bits, one * peak * clip, None, 0, qmax, base=cfg.ltsq_base,
+            "log_signed", bits, one * peak * clip, None, *log_signed_qrange(bits), base=cfg.ltsq_base,
             includes_u=cfg.b_includes_u,
         )
     scale, zp = choose_qparams(one * lo * clip, one * hi * clip, bits, symmetric=False)

@@ -88,10 +88,9 @@ def tgq_quantizer(
     maxs = step_max.reshape(length, k, d // k, n).amax(dim=2)
     if not per_state:
         mins, maxs = mins.amin(dim=2, keepdim=True), maxs.amax(dim=2, keepdim=True)  # (L, K, 1)
-    gmin = torch.full((num_groups, k, n_), float("inf"))
-    gmax = torch.full((num_groups, k, n_), float("-inf"))
-    gmin = gmin.index_reduce(0, group_index, mins.float(), "amin")
-    gmax = gmax.index_reduce(0, group_index, maxs.float(), "amax")
+    index = group_index.view(-1, 1, 1).expand_as(mins)  # (L, K, N')
+    gmin = torch.zeros(num_groups, k, n_).scatter_reduce(0, index, mins.float(), "amin", include_self=False)
+    gmax = torch.zeros(num_groups, k, n_).scatter_reduce(0, index, maxs.float(), "amax", include_self=False)
     scale, zero_point = choose_qparams(gmin * clip_ratio, gmax * clip_ratio, bits, symmetric=False)
     qmin, qmax = qrange(bits, symmetric=False)
     return ScanQuantizer(

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from qmamba.errors import ConfigError
+from qmamba.quant.config import RECIPES, QuantConfig
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("bits", [(8, 8), (6, 6), (4, 8), (4, 6), (4, 4)])
+def test_recipes_round_trip_through_json(recipe, bits):
+    cfg = QuantConfig.from_recipe(recipe, w_bits=bits[0], a_bits=bits[1])
+    again = QuantConfig.from_json(cfg.to_json())
+    assert again == cfg
+    assert json.loads(again.to_json())["version"] == 1
+
+
+def test_recipes_differ_where_the_method_says():
+    q = QuantConfig.from_recipe("qmamba", 4, 4)
+    assert q.ssm.a_grid == "ltsq" and q.ssm.h_groups == 8 and q.search.enabled
+    assert QuantConfig.from_recipe("qmamba_no_ltsq", 4, 4).ssm.a_grid == "uniform"
+    assert QuantConfig.from_recipe("qmamba_no_tgq", 4, 4).ssm.h_groups == 1
+    assert QuantConfig.from_recipe("ptq4vm", 4, 4).act.per_token
+    assert QuantConfig.from_recipe("percentile", 4, 4).act.observer == "percentile"
+    assert QuantConfig.from_recipe("fp").is_float
+
+
+@pytest.mark.parametrize("bad", [0, 1, -4, 17, 4.5, "4", True])
+def test_bad_bit_widths_are_refused_with_the_option_named(bad):
+    with pytest.raises(ConfigError, match="w_bits"):
+        QuantConfig.from_recipe("minmax", w_bits=bad, a_bits=8)
+
+
+def test_unknown_recipe_suggests_the_closest():
+    with pytest.raises(ConfigError, match="qmamba"):
+        QuantConfig.from_recipe("qmamab", 4, 4)
+
+
+def test_replace_dotted_fields_and_unknown_fields():
+    cfg = QuantConfig.from_recipe("qmamba", 4, 4).replace(**{"ssm.h_groups": 4, "seed": 3})
+    assert cfg.ssm.h_groups == 4 and cfg.seed == 3
+    with pytest.raises(ConfigError, match="unknown config field"):
+        cfg.replace(**{"ssm.nope": 1})
+    with pytest.raises(ConfigError, match="unknown config fields"):
+        QuantConfig.from_dict({**cfg.to_dict(), "extra": 1})
+
+
+def test_future_version_is_refused():
+    data = QuantConfig.from_recipe("minmax", 8, 8).to_dict()
+    data["version"] = 99
+    with pytest.raises(ConfigError, match="version"):
+        QuantConfig.from_dict(data)
