@@ -303,6 +303,7 @@ def guess_model(sd: Mapping[str, torch.Tensor], exclude: Mapping[str, tuple] | N
         return None
     raw = {k: _shape(v) for k, v in sd.items()}
     best: tuple[str, float, bool] | None = None
+    best_rank: tuple = ()
     t0 = time.monotonic()
     for name in list_models():
         if time.monotonic() - t0 > time_limit_s:
@@ -323,12 +324,16 @@ def guess_model(sd: Mapping[str, torch.Tensor], exclude: Mapping[str, tuple] | N
                 variants.append({k: _shape(v) for k, v in fsd.items()})
             except Exception:
                 pass
-        for shapes in variants:
+        for is_raw, shapes in enumerate(variants):
+            is_raw = is_raw == 0
             matched = sum(1 for k, s in shapes.items() if cshapes.get(k) == s)
             score = matched / max(len(shapes), len(cshapes), 1)
             exact = shapes == cshapes
-            if best is None or (exact, score) > (best[2], best[1]):
-                best = (name, score, exact)
+            # an exact fit as stored beats one that needed the candidate's own remapping
+            # (e.g. pos_embed interpolation), which beats a partial fit
+            rank = (exact and is_raw, exact, score)
+            if best is None or rank > best_rank:
+                best, best_rank = (name, score, exact), rank
     return best
 
 
