@@ -324,8 +324,8 @@ def guess_model(sd: Mapping[str, torch.Tensor], exclude: Mapping[str, tuple] | N
                 variants.append({k: _shape(v) for k, v in fsd.items()})
             except Exception:
                 pass
-        for is_raw, shapes in enumerate(variants):
-            is_raw = is_raw == 0
+        for i, shapes in enumerate(variants):
+            is_raw = i == 0  # variants[0] is the file as stored
             matched = sum(1 for k, s in shapes.items() if cshapes.get(k) == s)
             score = matched / max(len(shapes), len(cshapes), 1)
             exact = shapes == cshapes
