@@ -79,6 +79,12 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 
 
 @pytest.fixture()
+def no_registry(monkeypatch):
+    """Fit errors guess among registered models: keep the real (big) ones out, for speed."""
+    monkeypatch.setattr(registry, "_FACTORIES", {})
+
+
+@pytest.fixture()
 def src():
     torch.manual_seed(0)
     return Tiny()
@@ -182,7 +188,7 @@ def test_save_is_atomic_on_error(tmp_path, src):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.safetensors"]
 
 
-def test_module_prefix_and_filter_state_dict(tmp_path, src):
+def test_module_prefix_and_filter_state_dict(tmp_path, src, no_registry):
     sd = {("module.proj." + k[len("embed."):] if k.startswith("embed.") else "module." + k): v
           for k, v in src.state_dict().items()}
     path = tmp_path / "legacy.pth"
@@ -305,7 +311,7 @@ def test_unsafe_opt_in_whole_module_pickled(tmp_path, src):
 # ---------------------------------------------------------------- fit errors
 
 
-def test_wrong_model_lists_problems(tmp_path, src):
+def test_wrong_model_lists_problems(tmp_path, src, no_registry):
     path = tmp_path / "tiny.pth"
     torch.save({"model": src.state_dict()}, path)
     with pytest.raises(CheckpointError) as e:
@@ -323,7 +329,7 @@ def test_wrong_model_lists_problems(tmp_path, src):
     assert "embed.weight: file (8, 4) vs model (16, 4)" in msg
 
 
-def test_listing_is_capped(tmp_path):
+def test_listing_is_capped(tmp_path, no_registry):
     big = nn.Sequential(*[nn.Linear(2, 2) for _ in range(10)])
     path = tmp_path / "big.pth"
     torch.save(big.state_dict(), path)
@@ -333,7 +339,7 @@ def test_listing_is_capped(tmp_path):
     assert "20 unexpected" in msg and "(+15 more)" in msg
 
 
-def test_non_strict(tmp_path, src):
+def test_non_strict(tmp_path, src, no_registry):
     sd = src.state_dict()
     sd.pop("head.bias")
     sd["extra"] = torch.zeros(1)
@@ -351,9 +357,13 @@ def test_non_strict(tmp_path, src):
 
 
 def test_guess_other_registered_model(tmp_path, monkeypatch, src):
-    monkeypatch.setitem(registry._FACTORIES, "zz_test_tiny", lambda **kw: Tiny(**kw))
-    monkeypatch.setitem(registry._FACTORIES, "zz_test_wide", lambda **kw: Tiny(dim=16, **kw))
-    monkeypatch.setitem(registry._FACTORIES, "zz_test_other", lambda **kw: Other())
+    # only test models in the registry: fast and independent of the real (big) models
+    monkeypatch.setattr(registry, "_FACTORIES", {
+        "zz_test_tiny": lambda **kw: Tiny(**kw),
+        "zz_test_wide": lambda **kw: Tiny(dim=16, **kw),
+        "zz_test_other": lambda **kw: Other(),
+        "zz_test_broken": lambda **kw: 1 / 0,  # a factory that fails is just skipped
+    })
     path = tmp_path / "tiny.pth"
     torch.save({"model": src.state_dict()}, path)
     with pytest.raises(CheckpointError, match="looks like a checkpoint of zz_test_tiny"):
@@ -362,6 +372,23 @@ def test_guess_other_registered_model(tmp_path, monkeypatch, src):
         load_checkpoint(Other(), path)
     name, score, exact = guess_model(src.state_dict())
     assert (name, score, exact) == ("zz_test_tiny", 1.0, True)
+    part = {k: v for k, v in src.state_dict().items() if not k.startswith("head")}
+    assert guess_model(part)[:3] == ("zz_test_tiny", 4 / 6, False)
+
+
+def test_adapted_file_that_fits_another_model_exactly(tmp_path, monkeypatch):
+    class RawProj(nn.Module):  # stores under proj.*, which Legacy's filter renames
+        def __init__(self):
+            super().__init__()
+            self.proj, self.norm, self.head = nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 3)
+
+    monkeypatch.setattr(registry, "_FACTORIES", {"zz_test_rawproj": lambda **kw: RawProj()})
+    path = tmp_path / "raw.pth"
+    torch.save(RawProj().state_dict(), path)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        info = load_checkpoint(Legacy(), path)
+    assert any("looks like a checkpoint of zz_test_rawproj" in w for w in info["warnings"])
 
 
 def test_real_small_vim_if_available(tmp_path):

@@ -305,7 +305,12 @@ def guess_model(sd: Mapping[str, torch.Tensor], exclude: Mapping[str, tuple] | N
     best: tuple[str, float, bool] | None = None
     best_rank: tuple = ()
     t0 = time.monotonic()
-    for name in list_models():
+    from qmamba.models import registry
+
+    # models already built (cached) cost nothing: try them first
+    names = sorted(list_models(),
+                   key=lambda n: (n, id(registry._FACTORIES.get(n))) not in _META_CACHE)
+    for name in names:
         if time.monotonic() - t0 > time_limit_s:
             break
         got = _meta_model(name, create_model)
