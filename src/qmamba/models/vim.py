@@ -284,6 +284,13 @@ class VisionMamba(nn.Module):
         residual = residual + self.drop_path(hidden).float()  # (B, L, D)
         return self.norm_f(residual.to(self.norm_f.weight.dtype))  # (B, L, D)
 
+    family = "vim"
+
+    def quant_blocks(self) -> list[nn.Module]:
+        """The blocks calibrated one after another: layer i maps (hidden, residual) of
+        layer i-1 to its own (see qmamba.quant.calibrate)."""
+        return list(self.layers)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x[:, self.cls_index]  # (B, D)
         return x if pre_logits else self.head(x)  # (B, num_classes)
