@@ -1,0 +1,46 @@
+"""`python -m qmamba.bench <command> [options]`: dispatch to `qmamba.bench.<command>`.
+
+To add a command, add its name and one-line help to COMMANDS and write the module
+`qmamba/bench/<name>.py` with `main(argv: list[str]) -> int` that parses its own options.
+Modules are imported lazily, so a missing or broken one only affects its own command.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "scan": "selective scan: reference vs compiled, float and quantized forward (ms per image)",
+    "forward": "model forward pass timing (module qmamba.bench.forward)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m qmamba.bench",
+        description="qmamba benchmarks; `python -m qmamba.bench <command> --help` for options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {k:<10} {v}" for k, v in COMMANDS.items()),
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), help="benchmark to run")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="options of the command")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    module_name = f"qmamba.bench.{ns.command}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:  # the module exists but one of its imports is missing
+            raise
+        print(f"qmamba.bench: the {ns.command!r} benchmark is not available yet "
+              f"(module {module_name} does not exist)", file=sys.stderr)
+        return 2
+    return int(module.main(ns.args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Compiled selective scan: Python side of the C++ kernels in csrc/selective_scan.cpp.
+
+The inputs are brought to one compute dtype (float32, or float64 when an input is
+float64), made contiguous, and B / C are given to C++ as (b, g, l, n). These
+preparations are ordinary autograd ops, so `_ScanFunction` only deals with the prepared
+tensors; its backward is the C++ reverse-time recurrence.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from qmamba.ops import backend
+from qmamba.ops.scan_quant_spec import GRID_KINDS, ScanPointQuant
+from qmamba.ops.scan_reference import STAT_NAMES, check_scan_inputs, compute_dtype, quant_tables
+
+_KIND_CODE = {kind: i + 1 for i, kind in enumerate(GRID_KINDS)}  # 0 = no quantizer
+assert _KIND_CODE == {"uniform": 1, "log1m": 2, "log_signed": 3}  # matches enum QKind in C++
+
+
+def _ext():
+    ext = backend.load_extension()
+    if ext is None:
+        raise RuntimeError(f"the compiled selective scan is unavailable: {backend.build_error()}")
+    return ext
+
+
+def _state_layout(X: torch.Tensor, dtype) -> torch.Tensor:
+    """B or C (b, n, l) / (b, g, n, l) -> contiguous (b, g, l, n)."""
+    if X.dim() == 3:
+        X = X.unsqueeze(1)
+    return X.transpose(-1, -2).to(dtype).contiguous()
+
+
+def _prep(X: torch.Tensor | None, dtype) -> torch.Tensor | None:
+    return None if X is None else X.to(dtype).contiguous()
+
+
+class _ScanFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        out, last_state = _ext().scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        ctx.delta_softplus = delta_softplus
+        ctx.set_materialize_grads(False)
+        return out, last_state
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        dout = torch.zeros_like(u) if dout is None else dout.contiguous()
+        dlast = None if dlast is None else dlast.contiguous()
+        du, ddelta, dA, dB, dC, dD, dz = _ext().scan_bwd(
+            u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, dout, dlast
+        )
+        return (
+            du,
+            ddelta,
+            dA,
+            dB,
+            dC,
+            dD if D is not None else None,
+            dz if z is not None else None,
+            ddelta.sum((0, 2)) if delta_bias is not None else None,
+            None,
+        )
+
+
+def selective_scan_compiled(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+    return_last_state=False,
+):
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    cdt = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    out, last_state = _ScanFunction.apply(
+        _prep(u, cdt),
+        _prep(delta, cdt),
+        _prep(A, cdt),
+        _state_layout(B, cdt),
+        _state_layout(C, cdt),
+        _prep(D, cdt),
+        _prep(z, cdt),
+        _prep(delta_bias, cdt),
+        bool(delta_softplus),
+    )
+    out = out.to(u.dtype)
+    return (out, last_state) if return_last_state else out
+
+
+def _quant_args(spec: ScanPointQuant | None, tables):
+    if spec is None:
+        return (0, None, None, None, 0.0, 0.0, 0.0)
+    scale, zp, group = tables
+    return (_KIND_CODE[spec.kind], scale, zp, group, float(spec.qmin), float(spec.qmax),
+            math.log(spec.base))
+
+
+@torch.no_grad()
+def quantized_scan_compiled(
+    u, delta, A, B, C, a_quant=None, b_quant=None, h_quant=None, b_includes_u=True,
+    collect_stats=False,
+):
+    _, d, l, n, _ = check_scan_inputs(u, delta, A, B, C)
+    cdt = compute_dtype(u, delta, A, B, C)
+    dev = u.device
+    args = []
+    for spec in (a_quant, b_quant, h_quant):
+        args.extend(_quant_args(spec, quant_tables(spec, d, n, l, cdt, dev)))
+    y, *stats = _ext().quantized_scan_fwd(
+        _prep(u, cdt),
+        _prep(delta, cdt),
+        _prep(A, cdt),
+        _state_layout(B, cdt),
+        _state_layout(C, cdt),
+        *args,
+        bool(b_includes_u),
+        bool(collect_stats),
+    )
+    if not collect_stats:
+        return y, None
+    return y, {name: s.float() for name, s in zip(STAT_NAMES, stats, strict=True)}
+
+
+def fake_quant_kernel(x: torch.Tensor, spec: ScanPointQuant, scale, zero_point) -> torch.Tensor:
+    """The kernel's elementwise quantizer on x (scale / zero_point broadcast to x).
+
+    For tests: compare with `scan_quant_spec.apply_scan_quant`.
+    """
+    scale = scale.to(x.dtype).expand_as(x)
+    zp = (torch.zeros_like(x) if zero_point is None else zero_point.to(x.dtype)).expand_as(x)
+    return _ext().fake_quant(
+        x, _KIND_CODE[spec.kind], scale, zp, float(spec.qmin), float(spec.qmax),
+        math.log(spec.base),
+    )
