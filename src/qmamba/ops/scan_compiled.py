@@ -2,14 +2,16 @@
 
 The inputs are brought to one compute dtype (float32, or float64 when an input is
 float64), made contiguous, and B / C are given to C++ as (b, g, l, n). These
-preparations are ordinary autograd ops, so `_ScanFunction` only deals with the prepared
-tensors; its backward is the C++ reverse-time recurrence.
+preparations, and the elementwise delta = softplus(delta + delta_bias) and gate = silu(z),
+are ordinary autograd ops, so `_ScanFunction` only deals with the recurrence
+out = (C . h + D u) * gate; its backward is the C++ reverse-time recurrence.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 from qmamba.ops import backend
 from qmamba.ops.scan_quant_spec import GRID_KINDS, ScanPointQuant
@@ -38,22 +40,21 @@ def _prep(X: torch.Tensor | None, dtype) -> torch.Tensor | None:
 
 
 class _ScanFunction(torch.autograd.Function):
+    """out = (C . h + D u) * gate with the C++ recurrence forward and backward."""
+
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        out, last_state = _ext().scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
-        ctx.delta_softplus = delta_softplus
+    def forward(ctx, u, delta, A, B, C, D, gate):
+        out, last_state = _ext().scan_fwd(u, delta, A, B, C, D, gate)
+        ctx.save_for_backward(u, delta, A, B, C, D, gate)
         ctx.set_materialize_grads(False)
         return out, last_state
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        u, delta, A, B, C, D, gate = ctx.saved_tensors
         dout = torch.zeros_like(u) if dout is None else dout.contiguous()
         dlast = None if dlast is None else dlast.contiguous()
-        du, ddelta, dA, dB, dC, dD, dz = _ext().scan_bwd(
-            u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, dout, dlast
-        )
+        du, ddelta, dA, dB, dC, dD, dgate = _ext().scan_bwd(u, delta, A, B, C, D, gate, dout, dlast)
         return (
             du,
             ddelta,
@@ -61,9 +62,7 @@ class _ScanFunction(torch.autograd.Function):
             dB,
             dC,
             dD if D is not None else None,
-            dz if z is not None else None,
-            ddelta.sum((0, 2)) if delta_bias is not None else None,
-            None,
+            dgate if gate is not None else None,
         )
 
 
@@ -73,16 +72,22 @@ def selective_scan_compiled(
 ):
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     cdt = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    # the elementwise parts are PyTorch ops (the reference's own, with their autograd);
+    # the C++ function runs the recurrence
+    delta = delta.to(cdt)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(cdt)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    gate = None if z is None else F.silu(z.to(cdt))
     out, last_state = _ScanFunction.apply(
         _prep(u, cdt),
-        _prep(delta, cdt),
+        delta.contiguous(),
         _prep(A, cdt),
         _state_layout(B, cdt),
         _state_layout(C, cdt),
         _prep(D, cdt),
-        _prep(z, cdt),
-        _prep(delta_bias, cdt),
-        bool(delta_softplus),
+        _prep(gate, cdt),
     )
     out = out.to(u.dtype)
     return (out, last_state) if return_last_state else out

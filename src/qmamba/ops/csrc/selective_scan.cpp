@@ -4,13 +4,15 @@
 // The Python side (scan_compiled.py) prepares every input: one compute dtype (float or
 // double), contiguous, with B and C laid out as (b, g, l, n) so that the inner loop over
 // the state index k reads consecutive memory. Layouts:
-//   u, delta, z, out, y : (b, d, l)        A : (d, n)        B, C : (b, g, l, n)
-//   D, delta_bias       : (d)              last_state : (b, d, n)
-// Channel c uses B/C group c / (d / g).
+//   u, delta, gate, out, y : (b, d, l)     A : (d, n)     B, C : (b, g, l, n)
+//   D : (d)                                last_state : (b, d, n)
+// Channel c uses B/C group c / (d / g). Work is split with at::parallel_for over
+// (batch, channel) (float scan) or channels (quantized scan, which owns per-channel stats).
 //
 // Exactness: no -ffast-math, no FMA contraction (-ffp-contract=off), the same formula
-// order as the PyTorch reference (scan_reference.py) and std::exp / std::log /
-// std::nearbyint (round half to even under the default rounding mode, as torch.round).
+// order as the PyTorch reference (scan_reference.py). The quantized scan uses std::exp /
+// std::log / std::nearbyint (round half to even under the default rounding mode, as
+// torch.round); the float scan in single precision uses the vectorizable exp below.
 //
 // The kernels are registered as dispatcher operators (torch.ops.qmamba_scan.*) with
 // TORCH_LIBRARY rather than as a pybind module: the headers below compile in a fraction
@@ -33,17 +35,6 @@
 #include <vector>
 
 namespace {
-
-template <typename T>
-inline T softplus(T x) {
-  // torch.nn.functional.softplus with beta=1, threshold=20
-  return x > T(20) ? x : std::log1p(std::exp(x));
-}
-
-template <typename T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
 
 // exp over a block: out[i] = exp(x[i]).
 // double: std::exp. float: a polynomial exp written so that the compiler vectorizes the
@@ -110,42 +101,36 @@ inline const T* opt_ptr(const std::optional<at::Tensor>& t) {
 }
 
 // --------------------------------------------------------------------------------------
-// Float scan, forward
+// Float scan. The elementwise parts around the recurrence are done by PyTorch in
+// scan_compiled.py (delta = softplus(delta + delta_bias), gate = silu(z), and their
+// derivatives), so the kernels see the final delta and the gate:
+//   out_t = (y_t + D u_t) * gate_t,   y_t = sum_k C_t[k] h_t[k],
+//   h_t = exp(delta_t A) * h_{t-1} + (delta_t B_t) u_t.
 // --------------------------------------------------------------------------------------
+
 // h[k] = a[k] * h_prev[k] + (dt * B[k]) * u for all k, and returns y = sum_k h[k] * C[k].
 // The sum uses 8 partial sums (lane j takes k = j mod 8) so that it vectorizes; the
 // order is fixed, so forward and backward (which recomputes y) agree bit for bit.
 template <typename T>
-inline T update_state(const T* __restrict a, const T* h_prev, T* h, const T* __restrict B,
-                      const T* __restrict C, T dt, T ut, int64_t n) {
+inline T update_state(const T* __restrict a, const T* __restrict h_prev, T* __restrict h,
+                      const T* __restrict B, const T* __restrict C, T dt, T ut, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) h[k] = a[k] * h_prev[k] + (dt * B[k]) * ut;
   T acc[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) {
-    for (int j = 0; j < 8; ++j) {
-      const T hv = a[k + j] * (h_prev ? h_prev[k + j] : T(0)) + (dt * B[k + j]) * ut;
-      h[k + j] = hv;
-      acc[j] += hv * C[k + j];
-    }
+    for (int j = 0; j < 8; ++j) acc[j] += h[k + j] * C[k + j];
   }
   T y = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-  for (; k < n; ++k) {
-    const T hv = a[k] * (h_prev ? h_prev[k] : T(0)) + (dt * B[k]) * ut;
-    h[k] = hv;
-    y += hv * C[k];
-  }
+  for (; k < n; ++k) y += h[k] * C[k];
   return y;
 }
 
-// dts[t] = delta_t (+ bias, softplus) and Abar[t * n + k] = exp(dts[t] * A[k]) for one
-// (b, c): the exps of the whole sequence in one vectorized block.
+// Abar[t * n + k] = exp(delta[t] * A[k]) for one (b, c): the exps of the whole sequence
+// in one vectorized block.
 template <typename T>
-void discretize(const T* dr, T bias, bool has_bias, bool delta_softplus, const T* Ar, int64_t l,
-                int64_t n, T* dts, T* scratch, T* Abar) {
+void discretize(const T* dr, const T* Ar, int64_t l, int64_t n, T* scratch, T* Abar) {
   for (int64_t t = 0; t < l; ++t) {
-    T dt = dr[t];
-    if (has_bias) dt = dt + bias;
-    if (delta_softplus) dt = softplus(dt);
-    dts[t] = dt;
+    const T dt = dr[t];
     for (int64_t k = 0; k < n; ++k) scratch[t * n + k] = dt * Ar[k];
   }
   exp_block(scratch, Abar, l * n);
@@ -154,9 +139,8 @@ void discretize(const T* dr, T bias, bool has_bias, bool delta_softplus, const T
 template <typename T>
 void scan_fwd_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                    const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
-                   const std::optional<at::Tensor>& z,
-                   const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
-                   at::Tensor& out, at::Tensor& last_state) {
+                   const std::optional<at::Tensor>& gate, at::Tensor& out,
+                   at::Tensor& last_state) {
   const int64_t nb = u.size(0), d = u.size(1), l = u.size(2), n = A.size(1);
   const int64_t g = B.size(1), dg = d / g;
   const T* up = u.data_ptr<T>();
@@ -165,40 +149,33 @@ void scan_fwd_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tenso
   const T* Bp = B.data_ptr<T>();
   const T* Cp = C.data_ptr<T>();
   const T* Dp = opt_ptr<T>(D);
-  const T* zp = opt_ptr<T>(z);
-  const T* biasp = opt_ptr<T>(delta_bias);
+  const T* gp = opt_ptr<T>(gate);
   T* outp = out.data_ptr<T>();
   T* lastp = last_state.data_ptr<T>();
 
   at::parallel_for(0, nb * d, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> h(n), dts(l), scratch(l * n), Abar(l * n);
+    // two state buffers used alternately (h_{t-1} -> h_t) so that nothing aliases
+    std::vector<T> h0(n), h1(n), scratch(l * n), Abar(l * n);
     for (int64_t bc = begin; bc < end; ++bc) {
       const int64_t b = bc / d, c = bc % d, grp = c / dg;
       const T* ur = up + bc * l;
       const T* dr = dp + bc * l;
-      const T* Ar = Ap + c * n;
       const T* Bg = Bp + (b * g + grp) * l * n;
       const T* Cg = Cp + (b * g + grp) * l * n;
       const T Dc = Dp ? Dp[c] : T(0);
-      discretize(dr, biasp ? biasp[c] : T(0), biasp != nullptr, delta_softplus, Ar, l, n,
-                 dts.data(), scratch.data(), Abar.data());
-      std::fill(h.begin(), h.end(), T(0));
+      discretize(dr, Ap + c * n, l, n, scratch.data(), Abar.data());
+      std::fill(h0.begin(), h0.end(), T(0));
+      T* hp = h0.data();
+      T* hn = h1.data();
       for (int64_t t = 0; t < l; ++t) {
-        const T dt = dts[t];
         const T ut = ur[t];
-        const T* at = Abar.data() + t * n;
-        const T* Bt = Bg + t * n;
-        const T* Ct = Cg + t * n;
-        const T y = update_state(at, h.data(), h.data(), Bt, Ct, dt, ut, n);
-        T o = y;
+        T o = update_state(Abar.data() + t * n, hp, hn, Bg + t * n, Cg + t * n, dr[t], ut, n);
+        std::swap(hp, hn);
         if (Dp) o = o + Dc * ut;
-        if (zp) {
-          const T zt = zp[bc * l + t];
-          o = o * (zt * sigmoid(zt));
-        }
+        if (gp) o = o * gp[bc * l + t];
         outp[bc * l + t] = o;
       }
-      std::copy(h.begin(), h.end(), lastp + bc * n);
+      std::copy(hp, hp + n, lastp + bc * n);
     }
   });
 }
@@ -206,33 +183,28 @@ void scan_fwd_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tenso
 std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                                  const at::Tensor& B, const at::Tensor& C,
                                  const std::optional<at::Tensor>& D,
-                                 const std::optional<at::Tensor>& z,
-                                 const std::optional<at::Tensor>& delta_bias, bool delta_softplus) {
+                                 const std::optional<at::Tensor>& gate) {
   auto out = at::empty_like(u);
   auto last_state = at::empty({u.size(0), u.size(1), A.size(1)}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "qmamba_scan_fwd", [&] {
-    scan_fwd_impl<scalar_t>(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, last_state);
+    scan_fwd_impl<scalar_t>(u, delta, A, B, C, D, gate, out, last_state);
   });
   return {out, last_state};
 }
 
-// --------------------------------------------------------------------------------------
-// Float scan, backward (reverse-time recurrence). Per (b, c) the forward is recomputed
-// into thread-local buffers (h_t and A_bar_t for all t), then the gradients run backward:
+// Backward (reverse-time recurrence). Per (b, c) the forward is recomputed into
+// thread-local buffers (A_bar_t and h_t for all t), then the gradients run backward:
 //   dh_t = dy_t C_t + A_bar_{t+1} dh_{t+1}   (dh_{L-1} starts from d last_state)
 // dB / dC are sums over the channels of a group: tasks are (b, group, chunk of channels),
 // each chunk owns a partial (l, n) buffer that is summed afterwards (no races). dA and dD
 // are summed over the batch the same way.
-// --------------------------------------------------------------------------------------
 template <typename T>
 void scan_bwd_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                    const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
-                   const std::optional<at::Tensor>& z,
-                   const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
-                   const at::Tensor& dout, const std::optional<at::Tensor>& dlast,
-                   int64_t nchunks, at::Tensor& du, at::Tensor& ddelta, at::Tensor& dA_part,
-                   at::Tensor& dB_part, at::Tensor& dC_part, at::Tensor& dD_part,
-                   at::Tensor& dz) {
+                   const std::optional<at::Tensor>& gate, const at::Tensor& dout,
+                   const std::optional<at::Tensor>& dlast, int64_t nchunks, at::Tensor& du,
+                   at::Tensor& ddelta, at::Tensor& dA_part, at::Tensor& dB_part,
+                   at::Tensor& dC_part, at::Tensor& dD_part, at::Tensor& dgate) {
   const int64_t nb = u.size(0), d = u.size(1), l = u.size(2), n = A.size(1);
   const int64_t g = B.size(1), dg = d / g;
   const int64_t per_chunk = (dg + nchunks - 1) / nchunks;
@@ -242,20 +214,20 @@ void scan_bwd_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tenso
   const T* Bp = B.data_ptr<T>();
   const T* Cp = C.data_ptr<T>();
   const T* Dp = opt_ptr<T>(D);
-  const T* zp = opt_ptr<T>(z);
-  const T* biasp = opt_ptr<T>(delta_bias);
+  const T* gp = opt_ptr<T>(gate);
   const T* doutp = dout.data_ptr<T>();
   const T* dlastp = opt_ptr<T>(dlast);
   T* dup = du.data_ptr<T>();
   T* ddp = ddelta.data_ptr<T>();
-  T* dAp = dA_part.data_ptr<T>();    // (b, d, n)
-  T* dBp = dB_part.data_ptr<T>();    // (b, g, nchunks, l, n), zero-initialised
-  T* dCp = dC_part.data_ptr<T>();    // (b, g, nchunks, l, n), zero-initialised
-  T* dDp = dD_part.data_ptr<T>();    // (b, d)
-  T* dzp = zp ? dz.data_ptr<T>() : nullptr;
+  T* dAp = dA_part.data_ptr<T>();  // (b, d, n)
+  T* dBp = dB_part.data_ptr<T>();  // (b, g, nchunks, l, n), zero-initialised
+  T* dCp = dC_part.data_ptr<T>();  // (b, g, nchunks, l, n), zero-initialised
+  T* dDp = dD_part.data_ptr<T>();  // (b, d)
+  T* dgp = gp ? dgate.data_ptr<T>() : nullptr;
 
   at::parallel_for(0, nb * g * nchunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> H(l * n), scratch(l * n), Abar(l * n), dts(l), ys(l), dh(n), dAacc(n);
+    std::vector<T> H(l * n), scratch(l * n), Abar(l * n), ys(l), zeros(n, T(0)), dh(n),
+        dAacc(n);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t chunk = task % nchunks;
       const int64_t bg = task / nchunks;  // b * g + grp
@@ -272,19 +244,12 @@ void scan_bwd_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tenso
         const T* dr = dp + bc * l;
         const T* Ar = Ap + c * n;
         const T Dc = Dp ? Dp[c] : T(0);
-        const T bias = biasp ? biasp[c] : T(0);
-        // recompute the forward
-        discretize(dr, bias, biasp != nullptr, delta_softplus, Ar, l, n, dts.data(),
-                   scratch.data(), Abar.data());
+        // recompute the forward (same code, same results)
+        discretize(dr, Ar, l, n, scratch.data(), Abar.data());
         for (int64_t t = 0; t < l; ++t) {
-          const T dt = dts[t];
-          const T ut = ur[t];
-          const T* at = Abar.data() + t * n;
-          const T* Bt = Bg + t * n;
-          const T* Ct = Cg + t * n;
-          T* Ht = H.data() + t * n;
-          const T* Hp = t > 0 ? H.data() + (t - 1) * n : nullptr;
-          ys[t] = update_state(at, Hp, Ht, Bt, Ct, dt, ut, n);
+          const T* Hp = t > 0 ? H.data() + (t - 1) * n : zeros.data();
+          ys[t] = update_state(Abar.data() + t * n, Hp, H.data() + t * n, Bg + t * n,
+                               Cg + t * n, dr[t], ur[t], n);
         }
         // backward in time
         for (int64_t k = 0; k < n; ++k) {
@@ -294,15 +259,13 @@ void scan_bwd_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tenso
         T dDacc = T(0);
         for (int64_t t = l - 1; t >= 0; --t) {
           const T ut = ur[t];
-          const T dt = dts[t];
+          const T dt = dr[t];
           T dy = doutp[bc * l + t];
-          if (zp) {
-            const T zt = zp[bc * l + t];
-            const T sg = sigmoid(zt);
+          if (gp) {
             T pre = ys[t];
             if (Dp) pre = pre + Dc * ut;
-            dzp[bc * l + t] = dy * pre * (sg * (T(1) + zt * (T(1) - sg)));
-            dy = dy * (zt * sg);
+            dgp[bc * l + t] = dy * pre;
+            dy = dy * gp[bc * l + t];
           }
           T du_t = T(0);
           if (Dp) {
@@ -313,28 +276,22 @@ void scan_bwd_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tenso
           const T* Bt = Bg + t * n;
           const T* Ct = Cg + t * n;
           const T* Ht = H.data() + t * n;
-          const T* Hp = t > 0 ? H.data() + (t - 1) * n : nullptr;
+          const T* Hp = t > 0 ? H.data() + (t - 1) * n : zeros.data();
+          const T* at = Abar.data() + t * n;
           T* dBt = dBg + t * n;
           T* dCt = dCg + t * n;
           for (int64_t k = 0; k < n; ++k) {
             dCt[k] += dy * Ht[k];
             const T dhk = dh[k] + dy * Ct[k];
-            const T a = Abar[t * n + k];
-            // h_t = a * h_{t-1} + dt * B * u,  a = exp(dt * A)
-            const T dlog_a = Hp ? dhk * Hp[k] * a : T(0);  // d(dt * A)
+            // h_t = a * h_{t-1} + dt * B * u,  a = exp(dt * A): d(dt * A) = dh h_{t-1} a
+            const T dlog_a = dhk * Hp[k] * at[k];
             dAacc[k] += dlog_a * dt;
             ddt += dlog_a * Ar[k] + dhk * Bt[k] * ut;
             dBt[k] += dhk * dt * ut;
             du_t += dhk * dt * Bt[k];
-            dh[k] = dhk * a;
+            dh[k] = dhk * at[k];
           }
           dup[bc * l + t] = du_t;
-          if (delta_softplus) {
-            T raw = dr[t];
-            if (biasp) raw = raw + bias;
-            // torch.nn.functional.softplus backward (beta=1, threshold=20)
-            if (!(raw > T(20))) ddt = ddt * sigmoid(raw);
-          }
           ddp[bc * l + t] = ddt;
         }
         for (int64_t k = 0; k < n; ++k) dAp[bc * n + k] = dAacc[k];
@@ -347,28 +304,28 @@ void scan_bwd_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tenso
 std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                                  const at::Tensor& B, const at::Tensor& C,
                                  const std::optional<at::Tensor>& D,
-                                 const std::optional<at::Tensor>& z,
-                                 const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
-                                 const at::Tensor& dout, const std::optional<at::Tensor>& dlast) {
+                                 const std::optional<at::Tensor>& gate, const at::Tensor& dout,
+                                 const std::optional<at::Tensor>& dlast) {
   const int64_t nb = u.size(0), d = u.size(1), l = u.size(2), n = A.size(1);
   const int64_t g = B.size(1), dg = d / g;
   // enough tasks for every thread even when b * g is small
   const int64_t want = 4 * static_cast<int64_t>(at::get_num_threads());
-  const int64_t nchunks =
-      std::max<int64_t>(1, std::min<int64_t>(dg, (want + nb * g - 1) / std::max<int64_t>(1, nb * g)));
+  const int64_t nchunks = std::max<int64_t>(
+      1, std::min<int64_t>(dg, (want + nb * g - 1) / std::max<int64_t>(1, nb * g)));
   auto du = at::empty_like(u);
   auto ddelta = at::empty_like(u);
   auto dA_part = at::zeros({nb, d, n}, u.options());
   auto dB_part = at::zeros({nb, g, nchunks, l, n}, u.options());
   auto dC_part = at::zeros({nb, g, nchunks, l, n}, u.options());
   auto dD_part = at::zeros({nb, d}, u.options());
-  // an empty tensor stands for "no z" (operator results cannot be undefined)
-  auto dz = (z.has_value() && z->defined()) ? at::empty_like(u) : at::empty({0}, u.options());
+  // an empty tensor stands for "no gate" (operator results cannot be undefined)
+  const bool has_gate = gate.has_value() && gate->defined();
+  auto dgate = has_gate ? at::empty_like(u) : at::empty({0}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "qmamba_scan_bwd", [&] {
-    scan_bwd_impl<scalar_t>(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout, dlast,
-                            nchunks, du, ddelta, dA_part, dB_part, dC_part, dD_part, dz);
+    scan_bwd_impl<scalar_t>(u, delta, A, B, C, D, gate, dout, dlast, nchunks, du, ddelta,
+                            dA_part, dB_part, dC_part, dD_part, dgate);
   });
-  return {du, ddelta, dA_part.sum(0), dB_part.sum(2), dC_part.sum(2), dD_part.sum(0), dz};
+  return {du, ddelta, dA_part.sum(0), dB_part.sum(2), dC_part.sum(2), dD_part.sum(0), dgate};
 }
 
 // --------------------------------------------------------------------------------------
@@ -578,12 +535,12 @@ at::Tensor fake_quant_elementwise(const at::Tensor& x, int64_t kind, const at::T
 
 TORCH_LIBRARY(qmamba_scan, m) {
   m.def(
-      "scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
-      "Tensor? delta_bias, bool delta_softplus) -> Tensor[]",
+      "scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? gate) "
+      "-> Tensor[]",
       &scan_fwd);
   m.def(
-      "scan_bwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
-      "Tensor? delta_bias, bool delta_softplus, Tensor dout, Tensor? dlast) -> Tensor[]",
+      "scan_bwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? gate, "
+      "Tensor dout, Tensor? dlast) -> Tensor[]",
       &scan_bwd);
   m.def(
       "quantized_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
