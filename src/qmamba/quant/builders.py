@@ -11,7 +11,7 @@ import torch
 from qmamba.quant.config import SSMQuantConfig
 from qmamba.quant.ltsq import skewness_test, skewness_test_signed
 from qmamba.quant.primitives import choose_qparams, log1m_qrange, log_signed_qrange, qrange
-from qmamba.quant.quantizers import ScanQuantizer, UniformQuantizer, WeightQuantizer
+from qmamba.quant.quantizers import LogQuantizer, ScanQuantizer, UniformQuantizer, WeightQuantizer
 from qmamba.quant.tgq import tgq_quantizer
 
 WEIGHT_MSE_RATIOS = tuple(1.0 - 0.025 * i for i in range(21))  # 1.0 .. 0.5
@@ -45,6 +45,16 @@ def weight_quantizer(weight: torch.Tensor, bits: int, observer: str, channel_dim
 def act_quantizer(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, clip: float = 1.0, granularity: str = "tensor") -> UniformQuantizer:
     """Asymmetric uniform over [xmin, xmax] scaled by `clip` (about zero)."""
     return UniformQuantizer.from_range(xmin * clip, xmax * clip, bits, symmetric=False, granularity=granularity)
+
+
+def delta_quantizer(obs, bits: int, cfg: SSMQuantConfig, clip: float = 1.0):
+    """delta = softplus(...) > 0, dense near 0 with a tail: LtSQ anchored at 0 when the
+    skewness test says so, else the uniform activation quantizer."""
+    xmin, xmax = obs.range(bits)
+    if cfg.delta_grid == "ltsq" and skewness_test_signed(obs.samples(), cfg.ltsq_b_ratio):
+        peak = torch.maximum(xmax.abs(), xmin.abs()).amax()
+        return LogQuantizer(peak * clip, bits, cfg.ltsq_base)
+    return act_quantizer(xmin, xmax, bits, clip)
 
 
 # --------------------------------------------------------------------------- scan points

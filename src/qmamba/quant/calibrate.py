@@ -92,8 +92,11 @@ def _new_observer(plan: PointPlan, config: QuantConfig):
     if role in ("ssm.A", "ssm.B", "ssm.h"):
         return ScanPointObserver(includes_u=config.ssm.b_includes_u)
     per_token = config.act.per_token and role == "linear_input" and not plan.point.tags
+    kind = config.act.observer
+    if role == "ssm.delta" and config.ssm.delta_grid == "ltsq" and kind == "minmax":
+        kind = "mse"  # the skewness test needs values, which min/max does not keep
     return ActObserver(
-        kind=config.act.observer,
+        kind=kind,
         percentile=config.act.percentile,
         per_token=per_token,
         channel_axis=plan.point.channel_axis,
@@ -120,6 +123,8 @@ def _build(plan: PointPlan, config: QuantConfig, directions: dict[int, int], cli
         return builders.b_bar_quantizer(obs, bits, config.ssm, clip)
     if role == "ssm.h":
         return builders.h_quantizer(obs, bits, config.ssm, directions.get(id(plan.point), 1), clip)
+    if role == "ssm.delta":
+        return builders.delta_quantizer(obs, bits, config.ssm, clip)
     xmin, xmax = obs.range(bits)
     return builders.act_quantizer(xmin, xmax, bits, clip, "token" if obs.per_token else "tensor")
 

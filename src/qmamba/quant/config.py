@@ -58,6 +58,7 @@ class SSMQuantConfig:
     quantize: bool = True
     a_grid: str = "uniform"  # uniform | ltsq (log grid on 1 - A_bar when skewed)
     b_grid: str = "uniform"  # uniform | ltsq (signed log grid anchored at 0 when skewed)
+    delta_grid: str = "uniform"  # uniform | ltsq (signed log grid anchored at 0 when skewed)
     ltsq_alpha: float = 0.5  # skewness test: use LtSQ when the median exceeds alpha (A_bar)
     ltsq_b_ratio: float = 0.1  # B: use LtSQ when median(|x|) < ratio * max(|x|) (long tail)
     ltsq_base: float = 2.0  # 2 or sqrt(2)
@@ -105,6 +106,7 @@ class QuantConfig:
         _check_choice(self.act.observer, OBSERVERS, "activation observer")
         _check_choice(self.ssm.a_grid, A_GRIDS, "A_bar grid")
         _check_choice(self.ssm.b_grid, A_GRIDS, "B_bar grid")
+        _check_choice(self.ssm.delta_grid, A_GRIDS, "delta grid")
         _check_choice(self.ssm.h_group_mode, H_GROUP_MODES, "TGQ group mode")
         _check_choice(self.ssm.h_channel, H_CHANNEL_MODES, "TGQ channel mode")
         if self.ssm.ltsq_base not in (2.0, 2.0**0.5):
@@ -151,11 +153,10 @@ class QuantConfig:
             cfg.weight.observer = "mse"
             cfg.act.observer = "mse"
             cfg.search.enabled = True
-            cfg.ssm.a_grid = "ltsq"
-            cfg.ssm.b_grid = "ltsq"
+            cfg.ssm.a_grid = cfg.ssm.b_grid = cfg.ssm.delta_grid = "ltsq"
             cfg.ssm.h_groups = 8
             if name == "qmamba_no_ltsq":
-                cfg.ssm.a_grid = cfg.ssm.b_grid = "uniform"
+                cfg.ssm.a_grid = cfg.ssm.b_grid = cfg.ssm.delta_grid = "uniform"
             elif name == "qmamba_no_tgq":
                 cfg.ssm.h_groups = 1
         for key, value in overrides.items():

@@ -57,6 +57,12 @@ class ActObserver:
             raise RuntimeError("this point saw no tensor during calibration")
         return self._inner.clip_range(bits)
 
+    def samples(self) -> torch.Tensor:
+        """The bounded, seeded sample of observed values (percentile / mse observers)."""
+        if not hasattr(self._inner, "samples"):
+            raise RuntimeError(f"a {self.kind} observer keeps no samples")
+        return self._inner.samples
+
     def channel_absmax(self) -> torch.Tensor:
         if self._channel_absmax is None:
             raise RuntimeError("channel statistics were not tracked at this point")

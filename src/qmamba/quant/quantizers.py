@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from qmamba.ops.scan_quant_spec import ScanPointQuant, apply_scan_quant
-from qmamba.quant.primitives import choose_qparams, fake_quant, qrange
+from qmamba.quant.primitives import choose_qparams, fake_quant, log_fake_quant, log_quantize, qrange
 
 
 class UniformQuantizer(nn.Module):
@@ -53,6 +53,32 @@ class UniformQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}"
+
+
+class LogQuantizer(nn.Module):
+    """LtSQ anchored at 0 for a tensor point (delta): signed log grid, one code for 0.
+
+    Straight-through gradient: the forward value is the log-grid value, the gradient
+    that of the identity."""
+
+    def __init__(self, scale: torch.Tensor, bits: int, base: float = 2.0):
+        super().__init__()
+        self.register_buffer("scale", scale.detach().float().clone())
+        self.bits = bits
+        self.base = float(base)
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        return log_quantize(x.float(), self.scale, self.bits, self.base)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_hat = log_fake_quant(x.float(), self.scale, self.bits, self.base).to(x.dtype)
+        return x_hat if not x.requires_grad else x + (x_hat - x).detach()
+
+    def describe(self) -> dict:
+        return {"grid": "ltsq_log_signed", "bits": self.bits, "log_base": self.base, "num_scales": int(self.scale.numel())}
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, base={self.base:.4f}"
 
 
 class WeightQuantizer(UniformQuantizer):

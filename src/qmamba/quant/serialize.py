@@ -27,6 +27,7 @@ from qmamba.io_utils import atomic_write
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.point import iter_points
 from qmamba.quant.quantizers import (
+    LogQuantizer,
     ScanQuantizer,
     SmoothedInput,
     SmoothedWeight,
@@ -112,6 +113,8 @@ def _module_entry(prefix: str, quantizer: nn.Module, tensors: dict) -> dict:
     if isinstance(quantizer, ScanQuantizer):
         return {"type": "scan", "kind": quantizer.kind, "bits": quantizer.bits, "qmin": quantizer.qmin,
                 "qmax": quantizer.qmax, "base": quantizer.base, "includes_u": quantizer.includes_u}
+    if isinstance(quantizer, LogQuantizer):
+        return {"type": "log", "bits": quantizer.bits, "base": quantizer.base}
     if isinstance(quantizer, UniformQuantizer):
         return {"type": "uniform", "bits": quantizer.bits, "symmetric": quantizer.symmetric,
                 "granularity": quantizer.granularity}
@@ -263,6 +266,8 @@ def _rebuild_module(prefix: str, entry: dict, tensors: dict) -> nn.Module:
             entry["kind"], entry["bits"], tensors[f"{prefix}.scale"], tensors[f"{prefix}.zero_point"],
             entry["qmin"], entry["qmax"], entry["base"], gi if gi.numel() else None, entry["includes_u"],
         )
+    if kind == "log":
+        return LogQuantizer(tensors[f"{prefix}.scale"], entry["bits"], entry["base"])
     if kind == "uniform":
         return UniformQuantizer(tensors[f"{prefix}.scale"], tensors[f"{prefix}.zero_point"], entry["bits"],
                                 entry["symmetric"], entry["granularity"])
