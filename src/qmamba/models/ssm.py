@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from qmamba import ops
+from qmamba.ops.scan_reference import quantized_scan_reference
 from qmamba.quant.point import QuantPoint
 
 
@@ -65,18 +66,23 @@ def selective_ssm(
     b_includes_u = getattr(points.B.quantizer or points.B.observer, "includes_u", True)
     if "A" in observers or "B" in observers:
         _observe_discrete_samples(observers, u, delta, A, B, b_includes_u)
-    y, stats = ops.quantized_scan(
-        u,
-        delta,
-        A,
-        B,
-        points.C(C.float()),
+    scan_kwargs = dict(
         a_quant=points.A.scan_spec(),
         b_quant=points.B.scan_spec(),
         h_quant=points.h.scan_spec(),
         b_includes_u=b_includes_u,
         collect_stats=bool(observers),
-    )  # y: (b, d, l)
+    )
+    h_trace = getattr(points.h.observer, "observe_h_steps", None)
+    if h_trace is not None:  # diagnostics: every h_t of this scan, from the reference loop
+        pre, post = [], []
+        y, stats = quantized_scan_reference(
+            u, delta, A, B, points.C(C.float()), **scan_kwargs,
+            step_callback=lambda t, h_pre, h_post: (pre.append(h_pre), post.append(h_post)),
+        )
+        h_trace(torch.stack(pre), torch.stack(post))  # (l, b, d, n) each
+    else:
+        y, stats = ops.quantized_scan(u, delta, A, B, points.C(C.float()), **scan_kwargs)  # y: (b, d, l)
     for name, observer in observers.items():
         observer.observe_scan_stats(stats[f"{name}_min"], stats[f"{name}_max"])
     out = points.y(y) + D.float()[None, :, None] * u.float()  # (b, d, l)
