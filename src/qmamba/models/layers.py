@@ -52,6 +52,14 @@ class QuantConv2d(nn.Conv2d, _QuantLayerMixin):
         return self._conv_forward(self._q_input(x), self.weight_quant(self.weight), self.bias)
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """float32 for half/bfloat16/float32 tensors; float64 stays float64.
+
+    Upstream computes norms, the residual stream and exp(A_log) in float32; this keeps
+    that for float32 models and makes a `model.double()` run exact (conformance tests)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 class RMSNorm(nn.Module):
     """RMSNorm with a weight only (Vim / mamba_ssm), computed in float32."""
 
@@ -61,9 +69,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        xf = at_least_float32(x)
         rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * rstd * self.weight.float()).to(x.dtype)
+        return (xf * rstd * at_least_float32(self.weight)).to(x.dtype)
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from qmamba.errors import CheckpointError, QMambaError
-from qmamba.models.layers import QuantConv1d, QuantConv2d, QuantLinear, RMSNorm
+from qmamba.models.layers import QuantConv1d, QuantConv2d, QuantLinear, RMSNorm, at_least_float32
 from qmamba.models.registry import imagenet_data_config, register_model
 from qmamba.models.ssm import SSMQuantPoints, selective_ssm
 
@@ -105,7 +105,7 @@ class ScanBranch(nn.Module):
         dt_r, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         # dt_proj's bias is the scan's delta_bias, so only its matmul happens here.
         dt = F.linear(dt_proj.input_quant(dt_r), dt_proj.weight_quant(dt_proj.weight))  # (B, L, E)
-        A = -torch.exp(A_log.float())  # (E, N)
+        A = -torch.exp(at_least_float32(A_log))  # (E, N)
         return selective_ssm(
             self.quant,
             u,
@@ -113,8 +113,8 @@ class ScanBranch(nn.Module):
             A,
             B.transpose(1, 2).contiguous(),  # (B, N, L)
             C.transpose(1, 2).contiguous(),  # (B, N, L)
-            D.float(),
-            dt_proj.bias.float(),
+            at_least_float32(D),
+            at_least_float32(dt_proj.bias),
             z,
         )
 
@@ -193,9 +193,9 @@ class VimBlock(nn.Module):
         self, hidden_states: torch.Tensor, residual: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:  # (B, L, D) each
         if residual is None:
-            residual = hidden_states.float()  # (B, L, D)
+            residual = at_least_float32(hidden_states)  # (B, L, D)
         else:
-            residual = residual + self.drop_path(hidden_states).float()  # (B, L, D)
+            residual = residual + at_least_float32(self.drop_path(hidden_states))  # (B, L, D)
         normed = self.norm(residual.to(self.norm.weight.dtype))  # (B, L, D)
         return self.mixer(normed), residual
 
@@ -281,7 +281,7 @@ class VisionMamba(nn.Module):
         hidden = t  # (B, L, D)
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)  # (B, L, D) each
-        residual = residual + self.drop_path(hidden).float()  # (B, L, D)
+        residual = residual + at_least_float32(self.drop_path(hidden))  # (B, L, D)
         return self.norm_f(residual.to(self.norm_f.weight.dtype))  # (B, L, D)
 
     family = "vim"

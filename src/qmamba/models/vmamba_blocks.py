@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from qmamba.models.layers import LayerNorm2d, QuantConv2d, QuantLinear
+from qmamba.models.layers import LayerNorm2d, QuantConv2d, QuantLinear, at_least_float32
 from qmamba.models.ssm import SSMQuantPoints, selective_ssm
 from qmamba.quant.point import QuantPoint
 
@@ -182,11 +182,11 @@ class SS2D(nn.Module):
             self.quant,
             xs.reshape(b, K * E, L),  # (B, K*E, L)
             dts.reshape(b, K * E, L),  # (B, K*E, L)
-            -torch.exp(self.A_logs.float()),  # (K*E, N)
+            -torch.exp(at_least_float32(self.A_logs)),  # (K*E, N)
             Bs.contiguous(),  # (B, K, N, L)
             Cs.contiguous(),  # (B, K, N, L)
-            self.Ds.float(),  # (K*E,)
-            self.dt_projs_bias.float().flatten(),  # (K*E,)
+            at_least_float32(self.Ds),  # (K*E,)
+            at_least_float32(self.dt_projs_bias).flatten(),  # (K*E,)
         )  # (B, K*E, L)
         return cross_merge(ys.view(b, K, E, L), H, W)  # (B, E, H, W)
 
