@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from qmamba.ops import backend
-from qmamba.ops.scan_quant_spec import GRID_KINDS, ScanPointQuant
+from qmamba.ops.scan_quant_spec import GRID_KINDS, ScanPointQuant, log_grid_tables
 from qmamba.ops.scan_reference import STAT_NAMES, check_scan_inputs, compute_dtype, quant_tables
 
 _KIND_CODE = {kind: i + 1 for i, kind in enumerate(GRID_KINDS)}  # 0 = no quantizer
@@ -93,12 +93,20 @@ def selective_scan_compiled(
     return (out, last_state) if return_last_state else out
 
 
-def _quant_args(spec: ScanPointQuant | None, tables):
+def _log_tables(spec: ScanPointQuant, dtype, device):
+    """(thresholds padded to +inf, c_qmin .. c_{qmax-1}, -inf; values p_qmin .. p_qmax)."""
+    c, p = log_grid_tables(spec.base, spec.qmin, spec.qmax, dtype, device)
+    inf = torch.full((1,), math.inf, dtype=dtype, device=device)
+    return torch.cat([inf, c, -inf]).contiguous(), p.contiguous()
+
+
+def _quant_args(spec: ScanPointQuant | None, tables, dtype, device):
     if spec is None:
-        return (0, None, None, None, 0.0, 0.0, 0.0)
+        return (0, None, None, None, None, None, 0.0, 0.0, 0.0)
     scale, zp, group = tables
-    return (_KIND_CODE[spec.kind], scale, zp, group, float(spec.qmin), float(spec.qmax),
-            math.log(spec.base))
+    thr, val = (None, None) if spec.kind == "uniform" else _log_tables(spec, dtype, device)
+    return (_KIND_CODE[spec.kind], scale, zp, group, thr, val, float(spec.qmin),
+            float(spec.qmax), float(spec.base))
 
 
 @torch.no_grad()
@@ -111,7 +119,7 @@ def quantized_scan_compiled(
     dev = u.device
     args = []
     for spec in (a_quant, b_quant, h_quant):
-        args.extend(_quant_args(spec, quant_tables(spec, d, n, l, cdt, dev)))
+        args.extend(_quant_args(spec, quant_tables(spec, d, n, l, cdt, dev), cdt, dev))
     y, *stats = _ext().quantized_scan_fwd(
         _prep(u, cdt),
         _prep(delta, cdt),
@@ -134,7 +142,8 @@ def fake_quant_kernel(x: torch.Tensor, spec: ScanPointQuant, scale, zero_point) 
     """
     scale = scale.to(x.dtype).expand_as(x)
     zp = (torch.zeros_like(x) if zero_point is None else zero_point.to(x.dtype)).expand_as(x)
+    thr, val = (None, None) if spec.kind == "uniform" else _log_tables(spec, x.dtype, x.device)
     return _ext().fake_quant(
-        x, _KIND_CODE[spec.kind], scale, zp, float(spec.qmin), float(spec.qmax),
-        math.log(spec.base),
+        x, _KIND_CODE[spec.kind], scale, zp, thr, val, float(spec.qmin), float(spec.qmax),
+        float(spec.base),
     )

@@ -150,8 +150,18 @@ def _quantize_all_steps(x, spec, tables):
 @torch.no_grad()
 def quantized_scan_reference(
     u, delta, A, B, C, a_quant=None, b_quant=None, h_quant=None, b_includes_u=True,
-    collect_stats=False,
+    collect_stats=False, step_callback=None,
 ):
+    """The quantized recurrence as a time loop; (y (b, d, l), stats or None).
+
+    Arguments and results as `qmamba.ops.quantized_scan`. `step_callback` (reference
+    backend only; diagnostics use it to measure the SQNR of h and to plot h_t per step):
+    called after every step as `step_callback(t, h_pre, h_post)` with (b, d, n) tensors in
+    the compute dtype, h_pre = Q_A(A_bar_t) h_{t-1} + Q_B(..) (before Q_h) and h_post =
+    Q_h(h_pre) (the same tensor when there is no h quantizer). Every step makes new
+    tensors, so they may be kept (e.g. stacked into (l, b, d, n)); h_post is the scan's
+    state, so do not modify it in place.
+    """
     b, d, l, n, _ = check_scan_inputs(u, delta, A, B, C)
     cdt = compute_dtype(u, delta, A, B, C)
     u, delta = u.to(cdt), delta.to(cdt)
@@ -178,12 +188,15 @@ def quantized_scan_reference(
     h_groups = th[2].tolist() if th is not None else None
     for t in range(l):
         h = A_bar[t] * h + Bu[t]
+        h_pre = h
         if collect_stats:
             h_min.append(h.amin(0))
             h_max.append(h.amax(0))
         if h_quant is not None:
             g = h_groups[t]
             h = apply_scan_quant(h, h_quant, th[0][g], th[1][g])
+        if step_callback is not None:
+            step_callback(t, h_pre, h)
         hs.append(h)
     y = _contract_c(hs, C_tm, u)
 

@@ -38,9 +38,13 @@ import torch
 
 from qmamba.errors import ConfigError
 from qmamba.ops.scan_quant_spec import (
+    codes_log1m,
+    codes_log_signed,
+    codes_uniform,
     fake_quant_log1m,
     fake_quant_log_signed,
     fake_quant_uniform,
+    log_grid_lookup,
 )
 
 MIN_BITS = 2
@@ -243,8 +247,9 @@ def minmax_qparams(x: torch.Tensor, bits, symmetric: bool = False, keep_dims: Se
 
 
 def quantize(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> torch.Tensor:
-    """Codes clamp(round(x / scale) + zero_point, qmin, qmax) (round half to even)."""
-    return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
+    """Codes clamp(round(x / scale) + zero_point, qmin, qmax) (round half to even);
+    `scan_quant_spec.codes_uniform`."""
+    return codes_uniform(x, scale, zero_point, qmin, qmax)
 
 
 def dequantize(codes: torch.Tensor, scale, zero_point) -> torch.Tensor:
@@ -258,7 +263,7 @@ class _FakeQuantSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale, zero_point, qmin, qmax):
         with torch.no_grad():
-            v = torch.round(x / scale) + zero_point
+            v = torch.round(x / scale) + zero_point  # the unclamped code
             mask = (v >= qmin) & (v <= qmax)
             out = fake_quant_uniform(x, scale, zero_point, qmin, qmax)
         ctx.save_for_backward(mask)
@@ -317,23 +322,23 @@ def _check_base(base: float) -> float:
 def log_quantize(x: torch.Tensor, scale, bits, base: float = 2.0) -> torch.Tensor:
     """Signed codes k of the log_signed grid (anchored at 0, sign kept).
 
-    m = clamp(round(-log_base(|x| / s)), 0, qmax) with qmax = 2^(b-1) - 1 (the spec's
-    magnitude code), k = sign(x) * (qmax - m) in [-qmax, qmax]; k = 0 is exactly 0.
+    m = the spec's magnitude code in [0, qmax], qmax = 2^(b-1) - 1
+    (`scan_quant_spec.codes_log_signed`: the threshold grid, about
+    clamp(round(-log_base(|x| / s)), 0, qmax)), k = sign(x) * (qmax - m) in [-qmax, qmax];
+    k = 0 is exactly 0.
     """
     base = _check_base(base)
-    _, qmax = log_signed_qrange(bits)
-    log_base = math.log(base)
-    m = torch.clamp(torch.round(-torch.log(x.abs() / scale) / log_base), 0, qmax)
+    qmin, qmax = log_signed_qrange(bits)
+    m = codes_log_signed(x, scale, qmin, qmax, base)
     return torch.sign(x) * (qmax - m) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def log_dequantize(codes: torch.Tensor, scale, bits, base: float = 2.0) -> torch.Tensor:
-    """sign(k) * s * base^-(qmax - |k|), and 0 for k = 0."""
+    """sign(k) * s * p_(qmax - |k|) (p_m = base^-m, the spec's table), and 0 for k = 0."""
     base = _check_base(base)
-    _, qmax = log_signed_qrange(bits)
-    log_base = math.log(base)
+    qmin, qmax = log_signed_qrange(bits)
     m = qmax - codes.abs()
-    val = torch.sign(codes) * scale * torch.exp(-m * log_base)
+    val = torch.sign(codes) * scale * log_grid_lookup(m, base, qmin, qmax)
     return torch.where(codes == 0, torch.zeros_like(val), val)
 
 
@@ -345,19 +350,20 @@ def log_fake_quant(x: torch.Tensor, scale, bits, base: float = 2.0) -> torch.Ten
 
 
 def log1m_quantize(x: torch.Tensor, scale, bits, base: float = 2.0) -> torch.Tensor:
-    """Codes q = clamp(round(-log_base((1 - x) / s)), 0, 2^b - 1) of the log1m grid
-    (x = 1 and anything above maps to the top code, the value closest to 1)."""
+    """Codes q in [0, 2^b - 1] of the log1m grid (`scan_quant_spec.codes_log1m`: the
+    threshold grid, about clamp(round(-log_base((1 - x) / s)), 0, 2^b - 1)); x = 1 and
+    anything above maps to the top code, the value closest to 1."""
     base = _check_base(base)
     qmin, qmax = log1m_qrange(bits)
-    log_base = math.log(base)
-    dist = torch.clamp(1.0 - x, min=0.0)
-    return torch.clamp(torch.round(-torch.log(dist / scale) / log_base), qmin, qmax)
+    return codes_log1m(x, scale, qmin, qmax, base)
 
 
 def log1m_dequantize(codes: torch.Tensor, scale, base: float = 2.0) -> torch.Tensor:
-    """1 - s * base^(-q)."""
+    """1 - s * p_q (p_q = base^-q, the spec's table)."""
     base = _check_base(base)
-    return 1.0 - scale * torch.exp(-codes * math.log(base))
+    top = int(codes.nan_to_num(0.0).max()) if codes.numel() else 0
+    top = (1 << max(top, 1).bit_length()) - 1  # 2^b - 1 >= the largest code: few tables
+    return 1.0 - scale * log_grid_lookup(codes, base, 0, top)
 
 
 def log1m_fake_quant(x: torch.Tensor, scale, bits, base: float = 2.0) -> torch.Tensor:

@@ -7,12 +7,15 @@
 //   u, delta, gate, out, y : (b, d, l)     A : (d, n)     B, C : (b, g, l, n)
 //   D : (d)                                last_state : (b, d, n)
 // Channel c uses B/C group c / (d / g). Work is split with at::parallel_for over
-// (batch, channel) (float scan) or channels (quantized scan, which owns per-channel stats).
+// (batch, channel) rows (float scan, quantized scan) or channels (quantized scan with
+// statistics, whose per-channel min / max are owned by one task).
 //
 // Exactness: no -ffast-math, no FMA contraction (-ffp-contract=off), the same formula
-// order as the PyTorch reference (scan_reference.py). The quantized scan uses std::exp /
-// std::log / std::nearbyint (round half to even under the default rounding mode, as
-// torch.round); the float scan in single precision uses the vectorizable exp below.
+// order as the PyTorch reference (scan_reference.py). Single precision exp is the
+// vectorizable exp below (float and quantized scans; it may differ from PyTorch's exp in
+// the last bit); the quantizer grids use only exact operations (division, std::nearbyint
+// = round half to even under the default rounding mode as torch.round, comparisons with
+// the spec's threshold tables), so they agree with the reference bit for bit.
 //
 // The kernels are registered as dispatcher operators (torch.ops.qmamba_scan.*) with
 // TORCH_LIBRARY rather than as a pybind module: the headers below compile in a fraction
@@ -405,74 +408,302 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta, c
 
 // --------------------------------------------------------------------------------------
 // Quantized scan (forward only). Elementwise math = qmamba/ops/scan_quant_spec.py.
+//
+// The grids use only exact IEEE operations, in the order of the spec, so that the kernel
+// and the PyTorch reference make the same quantization decisions on equal inputs:
+//   uniform:    q = clamp(nearbyint(x / s) + zp, qmin, qmax), x_hat = (q - zp) * s
+//   log1m:      r = max(1 - x, 0) / s, q = qmin + #{j : r < c_j}, x_hat = 1 - s * p_q
+//   log_signed: r = |x| / s, m = qmin + #{j : r < c_j}, x_hat = (sign(x) * s) * p_m, 0 at qmax
+// (r == 0 -> qmax; NaN x -> NaN). The threshold table c and the value table p come from
+// Python (scan_quant_spec.log_grid_tables), already rounded to the compute dtype.
+// The count is found without a search: a cheap estimate of -log_base(r) from the float's
+// bits (log2(r) ~ exponent + mantissa - 1, error < 0.0431 after centering) lands within
+// one code of the count when log2(base) >= 1/8, and two table comparisons correct it;
+// r below 2^-100 (2^-1000 in double: the estimate needs a normal r) and bases closer to 1
+// use a binary search. Either way the result is exactly the count.
 // --------------------------------------------------------------------------------------
 enum QKind : int64_t { kNone = 0, kUniform = 1, kLog1m = 2, kLogSigned = 3 };
 
 template <typename T>
-inline T clamp_like_torch(T x, T lo, T hi) {
-  // torch.clamp: min(max(x, lo), hi), NaN propagates
-  if (x < lo) x = lo;
-  if (x > hi) x = hi;
-  return x;
+struct FloatBits;
+template <>
+struct FloatBits<float> {
+  using Int = int32_t;
+  static constexpr int kMantBits = 23;
+  static constexpr int32_t kBiasInt = 127;
+  static constexpr float kInvMant = 1.0f / 8388608.0f;  // 2^-23
+  static constexpr float kBias = 127.0f;
+  static constexpr float kTiny = 7.888609052210118e-31f;  // 2^-100
+};
+template <>
+struct FloatBits<double> {
+  using Int = int64_t;
+  static constexpr int kMantBits = 52;
+  static constexpr int64_t kBiasInt = 1023;
+  static constexpr double kInvMant = 1.0 / 4503599627370496.0;  // 2^-52
+  static constexpr double kBias = 1023.0;
+  static constexpr double kTiny = 9.332636185032189e-302;  // 2^-1000
+};
+
+template <typename T>
+struct QParams {
+  int64_t kind = kNone;
+  const T* scale = nullptr;        // (G, d, n)
+  const T* zp = nullptr;           // (G, d, n)
+  const int64_t* group = nullptr;  // (l)
+  T qmin = 0, qmax = 0;
+  // log grids
+  const T* cext = nullptr;  // (N + 2): +inf, c_0 .. c_{N-1}, -inf
+  const T* p = nullptr;     // (N + 1): p_qmin .. p_qmax
+  int32_t N = 0;            // qmax - qmin
+  T t_scale = 0, t_off = 0; // count estimate = L * t_scale + t_off, L ~ log2(r)
+  bool fast = false;        // the estimate is within one code (log2(base) >= 1/8)
+  bool pow2 = false;        // base 2 with the tables checked: codes from the float's bits
+  int32_t qmin_i = 0;
+  typename FloatBits<T>::Int s_mant = 0;  // mantissa bits of c_k * 2^(k + 1) (= fl(sqrt 2))
+  int64_t d = 0, n = 0;
+  inline bool active() const { return kind != kNone; }
+};
+
+// #{j < N : r < c[j]} for the non-increasing c (a prefix): binary search, any r.
+template <typename T>
+inline int32_t log_count_search(T r, const T* c, int32_t N) {
+  int32_t lo = 0, hi = N;
+  while (lo < hi) {
+    const int32_t mid = lo + (hi - lo) / 2;
+    if (r < c[mid]) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
 }
 
 template <typename T>
-inline T fake_quant(int64_t kind, T x, T s, T zp, T qmin, T qmax, T log_base) {
-  switch (kind) {
+QMAMBA_INLINE T from_bits(typename FloatBits<T>::Int b) {
+  T v;
+  std::memcpy(&v, &b, sizeof(T));
+  return v;
+}
+
+// 2^-q for an integer q >= 0, correctly rounded (two normal factors; 0 far below)
+template <typename T>
+QMAMBA_INLINE T pow2_neg(int32_t q) {
+  using Int = typename FloatBits<T>::Int;
+  constexpr Int kBias = FloatBits<T>::kBiasInt;
+  const Int qc = std::min<Int>(static_cast<Int>(q), 2 * (kBias - 1));
+  const Int q1 = qc >> 1, q2 = qc - q1;
+  return from_bits<T>((kBias - q1) << FloatBits<T>::kMantBits) *
+         from_bits<T>((kBias - q2) << FloatBits<T>::kMantBits);
+}
+
+// Base 2: c_k = 2^-(k + 1) * S with S = fl(sqrt 2) in [1, 2), so for a normal r = 2^e * m,
+// r < c_k  <=>  e + [m >= S] <= -(k + 1), and the count is clamp(-qmin - e - [m >= S], 0, N)
+// (make_qparams checks the tables against this form before enabling it).
+template <typename T>
+QMAMBA_INLINE int32_t log_count_pow2_one(const QParams<T>& q, T ri) {
+  using Int = typename FloatBits<T>::Int;
+  constexpr int kMant = FloatBits<T>::kMantBits;
+  constexpr Int kMask = (Int(1) << kMant) - 1;
+  Int bits;
+  std::memcpy(&bits, &ri, sizeof(T));
+  Int k = (FloatBits<T>::kBiasInt - q.qmin_i) - (bits >> kMant) -
+          static_cast<Int>((bits & kMask) >= q.s_mant);
+  k = k < 0 ? Int(0) : k;
+  k = k > q.N ? Int(q.N) : k;
+  return static_cast<int32_t>(k);
+}
+
+// cnt[i] = #{j < N : r[i] < c_j}, and N where r[i] == 0 (NaN r: some value in [0, N]).
+template <typename T>
+QMAMBA_INLINE void log_count_block(const QParams<T>& q, const T* __restrict r,
+                                   int32_t* __restrict cnt, int64_t m) {
+  using Int = typename FloatBits<T>::Int;
+  const int32_t N = q.N;
+  const T* __restrict cext = q.cext;
+  if (q.pow2) {
+    int32_t tiny = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      const T ri = r[i];
+      const int32_t k = log_count_pow2_one(q, ri);
+      cnt[i] = ri == T(0) ? N : k;
+      tiny |= static_cast<int32_t>(ri < FloatBits<T>::kTiny) & static_cast<int32_t>(ri != T(0));
+    }
+    if (tiny) {
+      for (int64_t i = 0; i < m; ++i) {
+        if (r[i] != T(0) && r[i] < FloatBits<T>::kTiny) cnt[i] = log_count_search(r[i], cext + 1, N);
+      }
+    }
+    return;
+  }
+  if (!q.fast) {
+    for (int64_t i = 0; i < m; ++i) cnt[i] = r[i] == T(0) ? N : log_count_search(r[i], cext + 1, N);
+    return;
+  }
+  const T tN = static_cast<T>(N), ts = q.t_scale, toff = q.t_off;
+  int32_t tiny = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const T ri = r[i];
+    Int bits;
+    std::memcpy(&bits, &ri, sizeof(T));
+    const T L = static_cast<T>(bits) * FloatBits<T>::kInvMant - FloatBits<T>::kBias;
+    T te = L * ts + toff;
+    te = te > T(0) ? te : T(0);  // also NaN -> 0
+    te = te < tN ? te : tN;
+    const int32_t E = static_cast<int32_t>(te + T(0.5));  // in [0, N]
+    // cext[E] = c_{E-1}, cext[E + 1] = c_E
+    int32_t k = E - (ri < cext[E] ? 0 : 1) + (ri < cext[E + 1] ? 1 : 0);
+    k = k < 0 ? 0 : k;  // r = +inf or NaN
+    k = ri == T(0) ? N : k;
+    cnt[i] = k;
+    tiny |= static_cast<int32_t>(ri < FloatBits<T>::kTiny) & static_cast<int32_t>(ri != T(0));
+  }
+  if (tiny) {
+    for (int64_t i = 0; i < m; ++i) {
+      if (r[i] != T(0) && r[i] < FloatBits<T>::kTiny) cnt[i] = log_count_search(r[i], cext + 1, N);
+    }
+  }
+}
+
+// x[i] <- Q(x[i]) with scale s[i] and zero point zp[i]; r / cnt are scratch of m entries.
+template <typename T>
+QMAMBA_INLINE void quant_elems(const QParams<T>& q, T* __restrict x, const T* __restrict s,
+                               const T* __restrict zp, int64_t m, T* __restrict r,
+                               int32_t* __restrict cnt) {
+  switch (q.kind) {
     case kUniform: {
-      // q = clamp(round(x / s) + zp, qmin, qmax); x_hat = (q - zp) * s
-      const T q = clamp_like_torch(std::nearbyint(x / s) + zp, qmin, qmax);
-      return (q - zp) * s;
+      const T lo = q.qmin, hi = q.qmax;
+      for (int64_t i = 0; i < m; ++i) {
+        // torch.clamp: min(max(v, lo), hi) with NaN propagating
+        T v = std::nearbyint(x[i] / s[i]) + zp[i];
+        v = v < lo ? lo : v;
+        v = v > hi ? hi : v;
+        x[i] = (v - zp[i]) * s[i];
+      }
+      return;
     }
     case kLog1m: {
-      // dist = clamp(1 - x, min=0); q = clamp(round(-log(dist / s) / lb)); 1 - s * exp(-q * lb)
-      T dist = T(1) - x;
-      if (dist < T(0)) dist = T(0);
-      const T q = clamp_like_torch(std::nearbyint(-std::log(dist / s) / log_base), qmin, qmax);
-      return T(1) - s * std::exp(-q * log_base);
+      for (int64_t i = 0; i < m; ++i) {
+        T dist = T(1) - x[i];
+        dist = dist < T(0) ? T(0) : dist;  // NaN stays
+        r[i] = dist / s[i];
+      }
+      log_count_block(q, r, cnt, m);
+      const T* __restrict p = q.p;
+      if (q.pow2) {
+        for (int64_t i = 0; i < m; ++i) {
+          const T v = T(1) - s[i] * pow2_neg<T>(q.qmin_i + cnt[i]);
+          x[i] = r[i] != r[i] ? r[i] : v;
+        }
+        return;
+      }
+      for (int64_t i = 0; i < m; ++i) {
+        const T v = T(1) - s[i] * p[cnt[i]];
+        x[i] = r[i] != r[i] ? r[i] : v;
+      }
+      return;
     }
     case kLogSigned: {
-      // m = clamp(round(-log(|x| / s) / lb)); sign(x) * s * exp(-m * lb), 0 when m == qmax
-      const T mag = std::abs(x);
-      const T m = clamp_like_torch(std::nearbyint(-std::log(mag / s) / log_base), qmin, qmax);
-      const T sgn = x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
-      const T val = sgn * s * std::exp(-m * log_base);
-      return m >= qmax ? T(0) : val;
+      for (int64_t i = 0; i < m; ++i) r[i] = std::abs(x[i]) / s[i];
+      log_count_block(q, r, cnt, m);
+      const T* __restrict p = q.p;
+      const int32_t N = q.N;
+      if (q.pow2) {
+        for (int64_t i = 0; i < m; ++i) {
+          const T xi = x[i];
+          const T sgn = xi > T(0) ? T(1) : (xi < T(0) ? T(-1) : T(0));
+          T v = (sgn * s[i]) * pow2_neg<T>(q.qmin_i + cnt[i]);
+          v = cnt[i] == N ? T(0) : v;
+          x[i] = r[i] != r[i] ? r[i] : v;
+        }
+        return;
+      }
+      for (int64_t i = 0; i < m; ++i) {
+        const T xi = x[i];
+        const T sgn = xi > T(0) ? T(1) : (xi < T(0) ? T(-1) : T(0));
+        T v = (sgn * s[i]) * p[cnt[i]];
+        v = cnt[i] == N ? T(0) : v;
+        x[i] = r[i] != r[i] ? r[i] : v;
+      }
+      return;
     }
     default:
-      return x;
+      return;
   }
 }
 
+// the base-2 form is used for r >= kTiny = 2^-depth (2^-100 / 2^-1000)
 template <typename T>
-struct PointQuant {
-  int64_t kind = kNone;
-  const T* scale = nullptr;  // (G, d, n)
-  const T* zp = nullptr;     // (G, d, n)
-  const int64_t* group = nullptr;  // (l)
-  T qmin = 0, qmax = 0, log_base = 0;
-  int64_t d = 0, n = 0;
+constexpr int32_t kPow2MaxDepth = std::is_same_v<T, float> ? 100 : 1000;
 
-  PointQuant(int64_t kind_, const std::optional<at::Tensor>& scale_,
-             const std::optional<at::Tensor>& zp_, const std::optional<at::Tensor>& group_,
-             double qmin_, double qmax_, double log_base_, int64_t d_, int64_t n_)
-      : kind(kind_), d(d_), n(n_) {
-    if (kind == kNone) return;
-    TORCH_CHECK(scale_.has_value() && zp_.has_value() && group_.has_value(),
-                "quantizer parameters missing");
-    scale = scale_->data_ptr<T>();
-    zp = zp_->data_ptr<T>();
-    group = group_->data_ptr<int64_t>();
-    qmin = static_cast<T>(qmin_);
-    qmax = static_cast<T>(qmax_);
-    log_base = static_cast<T>(log_base_);
+// The tables have the base-2 form that log_count_pow2_one / pow2_neg assume: p_q = 2^-q
+// bit for bit, c_k = 2^-(k + 1) * S exactly for k + 1 <= depth + 1, and c_k < kTiny below.
+template <typename T>
+bool pow2_tables_ok(QParams<T>& q) {
+  constexpr int32_t depth = kPow2MaxDepth<T>;
+  const T* c = q.cext + 1;
+  const T S = std::ldexp(c[0], q.qmin_i + 1);
+  if (!(S >= T(1) && S < T(2))) return false;
+  using Int = typename FloatBits<T>::Int;
+  Int sb;
+  std::memcpy(&sb, &S, sizeof(T));
+  q.s_mant = sb & ((Int(1) << FloatBits<T>::kMantBits) - 1);
+  for (int32_t j = 0; j <= q.N; ++j) {
+    const T want = pow2_neg<T>(q.qmin_i + j);
+    if (std::memcmp(&want, q.p + j, sizeof(T)) != 0) return false;
   }
-  inline bool active() const { return kind != kNone; }
-  inline T operator()(T x, int64_t t, int64_t c, int64_t k) const {
-    const int64_t off = (group[t] * d + c) * n + k;
-    return fake_quant<T>(kind, x, scale[off], zp[off], qmin, qmax, log_base);
+  for (int32_t j = 0; j < q.N; ++j) {
+    const int32_t a = q.qmin_i + j + 1;
+    if (a <= depth + 1) {
+      if (c[j] != std::ldexp(S, -a)) return false;
+    } else if (!(c[j] < FloatBits<T>::kTiny)) {
+      return false;
+    }
   }
-};
+  return true;
+}
+
+template <typename T>
+QParams<T> make_qparams(int64_t kind, const std::optional<at::Tensor>& scale,
+                        const std::optional<at::Tensor>& zp,
+                        const std::optional<at::Tensor>& group,
+                        const std::optional<at::Tensor>& thresholds,
+                        const std::optional<at::Tensor>& values, double qmin, double qmax,
+                        double base, int64_t d, int64_t n) {
+  QParams<T> q;
+  q.kind = kind;
+  q.d = d;
+  q.n = n;
+  if (kind == kNone) return q;
+  TORCH_CHECK(kind == kUniform || kind == kLog1m || kind == kLogSigned, "unknown grid kind ", kind);
+  TORCH_CHECK(scale.has_value() && zp.has_value(), "quantizer parameters missing");
+  q.scale = scale->data_ptr<T>();
+  q.zp = zp->data_ptr<T>();
+  if (group.has_value() && group->defined()) q.group = group->data_ptr<int64_t>();
+  q.qmin = static_cast<T>(qmin);
+  q.qmax = static_cast<T>(qmax);
+  if (kind == kUniform) return q;
+  TORCH_CHECK(thresholds.has_value() && values.has_value(), "log grid tables missing");
+  const int64_t N = static_cast<int64_t>(qmax) - static_cast<int64_t>(qmin);
+  TORCH_CHECK(N >= 1 && N < (int64_t(1) << 30), "bad code range");
+  TORCH_CHECK(thresholds->numel() == N + 2 && values->numel() == N + 1,
+              "log grid tables do not fit the code range");
+  TORCH_CHECK(thresholds->scalar_type() == values->scalar_type() &&
+                  thresholds->is_contiguous() && values->is_contiguous(),
+              "log grid tables must be contiguous, in the compute dtype");
+  q.cext = thresholds->data_ptr<T>();
+  q.p = values->data_ptr<T>();
+  q.N = static_cast<int32_t>(N);
+  const double log2b = std::log2(base);
+  q.fast = log2b >= 0.125 && std::isfinite(log2b);
+  // t = -log_base(r) - qmin - 0.5 with log2(r) ~ L + 0.0430 (the centre of its error)
+  q.t_scale = static_cast<T>(-1.0 / log2b);
+  q.t_off = static_cast<T>(-0.0430 / log2b - qmin - 0.5);
+  q.qmin_i = static_cast<int32_t>(qmin);
+  q.pow2 = base == 2.0 && qmin >= 0 && qmin + 1 <= kPow2MaxDepth<T> && pow2_tables_ok(q);
+  return q;
+}
 
 template <typename T>
 inline void stat_update(T* mn, T* mx, T x) {
@@ -482,88 +713,251 @@ inline void stat_update(T* mn, T* mx, T x) {
 }
 
 template <typename T>
-void qscan_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
-                const at::Tensor& B, const at::Tensor& C, const PointQuant<T>& qa,
-                const PointQuant<T>& qb, const PointQuant<T>& qh, bool b_includes_u,
-                bool collect_stats, at::Tensor& y, std::vector<at::Tensor>& stats) {
-  const int64_t nb = u.size(0), d = u.size(1), l = u.size(2), n = A.size(1);
-  const int64_t g = B.size(1), dg = d / g;
-  const T* up = u.data_ptr<T>();
-  const T* dp = delta.data_ptr<T>();
-  const T* Ap = A.data_ptr<T>();
-  const T* Bp = B.data_ptr<T>();
-  const T* Cp = C.data_ptr<T>();
-  T* yp = y.data_ptr<T>();
-  T *amin = nullptr, *amax = nullptr, *bmin = nullptr, *bmax = nullptr, *hmin = nullptr,
-    *hmax = nullptr;
-  if (collect_stats) {
-    amin = stats[0].data_ptr<T>();
-    amax = stats[1].data_ptr<T>();
-    bmin = stats[2].data_ptr<T>();
-    bmax = stats[3].data_ptr<T>();
-    hmin = stats[4].data_ptr<T>();
-    hmax = stats[5].data_ptr<T>();
+struct QScanArgs {
+  int64_t nb, d, l, n, g, dg;
+  const T *up, *dp, *Ap, *Bp, *Cp;
+  T* yp;
+  T *amin, *amax, *bmin, *bmax, *hmin, *hmax;  // null without statistics
+  QParams<T> qa, qb, qh;
+  bool b_includes_u;
+};
+
+// S[t * n + k] = param[(group[t] * d + c) * n + k] for one channel
+template <typename T>
+QMAMBA_INLINE void gather_params(const QParams<T>& q, const T* param, int64_t c, int64_t l,
+                                 T* out) {
+  const int64_t d = q.d, n = q.n;
+  for (int64_t t = 0; t < l; ++t) {
+    const int64_t grp = q.group ? q.group[t] : 0;
+    std::memcpy(out + t * n, param + (grp * d + c) * n, n * sizeof(T));
   }
-  // one task per channel: the (l, d, n) statistics of channel c are owned by its task
-  at::parallel_for(0, d, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> h(n);
-    for (int64_t c = begin; c < end; ++c) {
-      const int64_t grp = c / dg;
-      const T* Ar = Ap + c * n;
-      for (int64_t b = 0; b < nb; ++b) {
-        const int64_t bc = b * d + c;
-        const T* ur = up + bc * l;
-        const T* dr = dp + bc * l;
-        const T* Bg = Bp + (b * g + grp) * l * n;
-        const T* Cg = Cp + (b * g + grp) * l * n;
-        std::fill(h.begin(), h.end(), T(0));
-        for (int64_t t = 0; t < l; ++t) {
-          const T dt = dr[t];
-          const T ut = ur[t];
-          const T* Bt = Bg + t * n;
-          const T* Ct = Cg + t * n;
-          const int64_t so = (t * d + c) * n;  // offset into (l, d, n) stats
-          T acc = T(0);
-          for (int64_t k = 0; k < n; ++k) {
-            T a = std::exp(dt * Ar[k]);
-            if (collect_stats) stat_update(amin + so + k, amax + so + k, a);
-            if (qa.active()) a = qa(a, t, c, k);
-            T bu;
-            if (b_includes_u) {
-              bu = (dt * Bt[k]) * ut;
-              if (collect_stats) stat_update(bmin + so + k, bmax + so + k, bu);
-              if (qb.active()) bu = qb(bu, t, c, k);
-            } else {
-              T bb = dt * Bt[k];
-              if (collect_stats) stat_update(bmin + so + k, bmax + so + k, bb);
-              if (qb.active()) bb = qb(bb, t, c, k);
-              bu = bb * ut;
-            }
-            T hv = a * h[k] + bu;
-            if (collect_stats) stat_update(hmin + so + k, hmax + so + k, hv);
-            if (qh.active()) hv = qh(hv, t, c, k);
-            h[k] = hv;
-            acc += hv * Ct[k];
-          }
-          yp[bc * l + t] = acc;
-        }
+}
+
+// Per-thread buffers of the quantized scan (each (l, n) unless noted).
+// Rows of one channel are processed kRows at a time: their recurrences are independent,
+// and interleaving them hides the latency of the per-step chain (update, Q_h).
+constexpr int64_t kRows = 4;
+
+// Per-thread buffers of the quantized scan. abar / bu: (kRows, l, n); Sa, Za, Sb, Zb: the
+// (l, n) scales / zero points of Q_A and Q_B for channel `channel`; h and Sh, Zh (Q_h's
+// params of the current step, repeated per row): (kRows, n).
+template <typename T>
+struct QScanBuffers {
+  std::vector<T> scratch, abar, bu, Sa, Za, Sb, Zb, R, h, Sh, Zh, hR;
+  std::vector<int32_t> cnt, hcnt;
+  int64_t channel = -1;
+  QScanBuffers(int64_t l, int64_t n)
+      : scratch(l * n), abar(kRows * l * n), bu(kRows * l * n), Sa(l * n), Za(l * n),
+        Sb(l * n), Zb(l * n), R(l * n), h(kRows * n), Sh(kRows * n), Zh(kRows * n),
+        hR(kRows * n), cnt(l * n), hcnt(kRows * n) {}
+};
+
+template <typename T>
+void fill_channel_params(const QScanArgs<T>& a, QScanBuffers<T>& buf, int64_t c) {
+  if (buf.channel == c) return;
+  buf.channel = c;
+  if (a.qa.active()) {
+    gather_params(a.qa, a.qa.scale, c, a.l, buf.Sa.data());
+    if (a.qa.kind == kUniform) gather_params(a.qa, a.qa.zp, c, a.l, buf.Za.data());
+  }
+  if (a.qb.active()) {
+    gather_params(a.qb, a.qb.scale, c, a.l, buf.Sb.data());
+    if (a.qb.kind == kUniform) gather_params(a.qb, a.qb.zp, c, a.l, buf.Zb.data());
+  }
+}
+
+// A_bar and B_bar u of one (b, c) row for all steps, through Q_A and Q_B (they do not
+// depend on h, so they run as blocks: exp, quantizers), into abar / bu (l, n).
+template <typename T, bool kFma>
+QMAMBA_INLINE void qscan_prepare_row(const QScanArgs<T>& a, QScanBuffers<T>& buf, int64_t b,
+                                     int64_t c, T* __restrict abar, T* __restrict bu) {
+  const int64_t d = a.d, l = a.l, n = a.n, g = a.g, ln = l * n;
+  const int64_t bc = b * d + c, grp = c / a.dg;
+  const T* ur = a.up + bc * l;
+  const T* dr = a.dp + bc * l;
+  const T* Bg = a.Bp + (b * g + grp) * l * n;
+  const bool stats = a.amin != nullptr;
+
+  discretize<T, kFma>(dr, a.Ap + c * n, l, n, buf.scratch.data(), abar);
+  if (stats) {
+    for (int64_t t = 0; t < l; ++t) {
+      const int64_t so = (t * d + c) * n;
+      for (int64_t k = 0; k < n; ++k) stat_update(a.amin + so + k, a.amax + so + k, abar[t * n + k]);
+    }
+  }
+  if (a.qa.active()) {
+    quant_elems(a.qa, abar, buf.Sa.data(), buf.Za.data(), ln, buf.R.data(), buf.cnt.data());
+  }
+  for (int64_t t = 0; t < l; ++t) {
+    const T dt = dr[t], ut = ur[t];
+    const T* __restrict Bt = Bg + t * n;
+    T* __restrict out = bu + t * n;
+    if (a.b_includes_u) {
+      for (int64_t k = 0; k < n; ++k) out[k] = (dt * Bt[k]) * ut;
+    } else {
+      for (int64_t k = 0; k < n; ++k) out[k] = dt * Bt[k];
+    }
+  }
+  if (stats) {
+    for (int64_t t = 0; t < l; ++t) {
+      const int64_t so = (t * d + c) * n;
+      for (int64_t k = 0; k < n; ++k) stat_update(a.bmin + so + k, a.bmax + so + k, bu[t * n + k]);
+    }
+  }
+  if (a.qb.active()) {
+    quant_elems(a.qb, bu, buf.Sb.data(), buf.Zb.data(), ln, buf.R.data(), buf.cnt.data());
+  }
+  if (!a.b_includes_u) {
+    for (int64_t t = 0; t < l; ++t) {
+      const T ut = ur[t];
+      for (int64_t k = 0; k < n; ++k) bu[t * n + k] = bu[t * n + k] * ut;
+    }
+  }
+}
+
+// Rows (b0 .. b0 + nr - 1, c), nr <= kRows: prepare each, then run their recurrences
+// h_t = Q_h(Q_A(A_bar_t) h_{t-1} + Q_B(..)), y_t = C_t . h_t side by side. With
+// statistics, rows of the same channel must not run concurrently.
+template <typename T, bool kFma>
+QMAMBA_INLINE void qscan_rows(const QScanArgs<T>& a, QScanBuffers<T>& buf, int64_t b0,
+                              int64_t nr, int64_t c) {
+  const int64_t d = a.d, l = a.l, n = a.n, g = a.g, ln = l * n, grp = c / a.dg;
+  const bool stats = a.amin != nullptr;
+  for (int64_t r = 0; r < nr; ++r) {
+    qscan_prepare_row<T, kFma>(a, buf, b0 + r, c, buf.abar.data() + r * ln,
+                               buf.bu.data() + r * ln);
+  }
+  T* __restrict h = buf.h.data();
+  std::fill(buf.h.begin(), buf.h.end(), T(0));
+  const QParams<T>& qh = a.qh;
+  int64_t h_group = -1;
+  for (int64_t t = 0; t < l; ++t) {
+    for (int64_t r = 0; r < nr; ++r) {
+      const T* __restrict at = buf.abar.data() + r * ln + t * n;
+      const T* __restrict bt = buf.bu.data() + r * ln + t * n;
+      T* __restrict hr = h + r * n;
+      for (int64_t k = 0; k < n; ++k) hr[k] = at[k] * hr[k] + bt[k];
+    }
+    if (stats) {
+      const int64_t so = (t * d + c) * n;
+      for (int64_t r = 0; r < nr; ++r) {
+        for (int64_t k = 0; k < n; ++k) stat_update(a.hmin + so + k, a.hmax + so + k, h[r * n + k]);
       }
     }
+    if (qh.active()) {
+      const int64_t tg = qh.group ? qh.group[t] : 0;
+      if (tg != h_group) {  // Q_h's params of this step's group, once per row slot
+        h_group = tg;
+        const int64_t off = (tg * d + c) * n;
+        for (int64_t r = 0; r < kRows; ++r) {
+          std::memcpy(buf.Sh.data() + r * n, qh.scale + off, n * sizeof(T));
+          std::memcpy(buf.Zh.data() + r * n, qh.zp + off, n * sizeof(T));
+        }
+      }
+      quant_elems(qh, h, buf.Sh.data(), buf.Zh.data(), nr * n, buf.hR.data(), buf.hcnt.data());
+    }
+    // y = sum_k h[k] C[k] with the float kernel's fixed lane order
+    for (int64_t r = 0; r < nr; ++r) {
+      const int64_t b = b0 + r;
+      const T* __restrict Ct = a.Cp + ((b * g + grp) * l + t) * n;
+      const T* __restrict hr = h + r * n;
+      T acc[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+      int64_t k = 0;
+      for (; k + 8 <= n; k += 8) {
+        for (int j = 0; j < 8; ++j) acc[j] += hr[k + j] * Ct[k + j];
+      }
+      T y = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+      for (; k < n; ++k) y += hr[k] * Ct[k];
+      a.yp[(b * d + c) * l + t] = y;
+    }
+  }
+}
+
+// Tasks [begin, end): (channel, chunk of kRows batch rows) flattened channel-major
+// (consecutive tasks share the channel's quantizer parameters), or whole channels (all
+// rows) with statistics, whose per-channel min / max a task then owns.
+template <typename T>
+inline int64_t qscan_chunks(const QScanArgs<T>& a) {
+  return (a.nb + kRows - 1) / kRows;
+}
+
+template <typename T, bool kFma>
+QMAMBA_INLINE void qscan_tasks(const QScanArgs<T>& a, int64_t begin, int64_t end) {
+  QScanBuffers<T> buf(a.l, a.n);
+  const int64_t chunks = qscan_chunks(a);
+  const bool by_channel = a.amin != nullptr;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t c = by_channel ? task : task / chunks;
+    const int64_t ch_begin = by_channel ? 0 : task % chunks;
+    const int64_t ch_end = by_channel ? chunks : ch_begin + 1;
+    fill_channel_params(a, buf, c);
+    for (int64_t ch = ch_begin; ch < ch_end; ++ch) {
+      const int64_t b0 = ch * kRows;
+      qscan_rows<T, kFma>(a, buf, b0, std::min(kRows, a.nb - b0), c);
+    }
+  }
+}
+
+#ifdef QMAMBA_X86_DISPATCH
+QMAMBA_TARGET_AVX2 void qscan_tasks_avx2(const QScanArgs<float>& a, int64_t begin, int64_t end) {
+  qscan_tasks<float, true>(a, begin, end);
+}
+QMAMBA_TARGET_AVX2 void quant_elems_avx2(const QParams<float>& q, float* x, const float* s,
+                                         const float* zp, int64_t m, float* r, int32_t* cnt) {
+  quant_elems<float>(q, x, s, zp, m, r, cnt);
+}
+#endif
+
+template <typename T>
+void qscan_run(const QScanArgs<T>& args) {
+  // statistics of channel c are owned by one task: tasks are channels then; otherwise rows
+  const int64_t ntasks = args.amin != nullptr ? args.d : args.d * qscan_chunks(args);
+  at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
+#ifdef QMAMBA_X86_DISPATCH
+    if constexpr (std::is_same_v<T, float>) {
+      if (cpu_has_avx2_fma()) return qscan_tasks_avx2(args, begin, end);
+    }
+#endif
+    qscan_tasks<T, false>(args, begin, end);
   });
+}
+
+template <typename T>
+void fake_quant_run(const QParams<T>& q, T* xp, const T* sp, const T* zpp, int64_t total) {
+  const int64_t chunk = 4096;
+  std::vector<T> r(chunk);
+  std::vector<int32_t> cnt(chunk);
+  for (int64_t i0 = 0; i0 < total; i0 += chunk) {
+    const int64_t m = std::min(chunk, total - i0);
+#ifdef QMAMBA_X86_DISPATCH
+    if constexpr (std::is_same_v<T, float>) {
+      if (cpu_has_avx2_fma()) {
+        quant_elems_avx2(q, xp + i0, sp + i0, zpp + i0, m, r.data(), cnt.data());
+        continue;
+      }
+    }
+#endif
+    quant_elems<T>(q, xp + i0, sp + i0, zpp + i0, m, r.data(), cnt.data());
+  }
 }
 
 std::vector<at::Tensor> quantized_scan_fwd(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
     const at::Tensor& C,
-    // a quantizer: kind, scale (G, d, n), zero point (G, d, n), group map (l), qmin, qmax, ln(base)
+    // a quantizer: kind, scale (G, d, n), zero point (G, d, n), group map (l), threshold
+    // table (N + 2), value table (N + 1) (log grids), qmin, qmax, base
     int64_t a_kind, const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& a_zp,
-    const std::optional<at::Tensor>& a_group, double a_qmin, double a_qmax, double a_lb,
+    const std::optional<at::Tensor>& a_group, const std::optional<at::Tensor>& a_thr,
+    const std::optional<at::Tensor>& a_val, double a_qmin, double a_qmax, double a_base,
     int64_t b_kind, const std::optional<at::Tensor>& b_scale, const std::optional<at::Tensor>& b_zp,
-    const std::optional<at::Tensor>& b_group, double b_qmin, double b_qmax, double b_lb,
+    const std::optional<at::Tensor>& b_group, const std::optional<at::Tensor>& b_thr,
+    const std::optional<at::Tensor>& b_val, double b_qmin, double b_qmax, double b_base,
     int64_t h_kind, const std::optional<at::Tensor>& h_scale, const std::optional<at::Tensor>& h_zp,
-    const std::optional<at::Tensor>& h_group, double h_qmin, double h_qmax, double h_lb,
+    const std::optional<at::Tensor>& h_group, const std::optional<at::Tensor>& h_thr,
+    const std::optional<at::Tensor>& h_val, double h_qmin, double h_qmax, double h_base,
     bool b_includes_u, bool collect_stats) {
-  const int64_t d = u.size(1), l = u.size(2), n = A.size(1);
+  const int64_t nb = u.size(0), d = u.size(1), l = u.size(2), n = A.size(1);
+  const int64_t g = B.size(1);
   auto y = at::empty_like(u);
   std::vector<at::Tensor> stats;
   if (collect_stats) {
@@ -574,10 +968,27 @@ std::vector<at::Tensor> quantized_scan_fwd(
     }
   }
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "qmamba_quantized_scan", [&] {
-    PointQuant<scalar_t> qa(a_kind, a_scale, a_zp, a_group, a_qmin, a_qmax, a_lb, d, n);
-    PointQuant<scalar_t> qb(b_kind, b_scale, b_zp, b_group, b_qmin, b_qmax, b_lb, d, n);
-    PointQuant<scalar_t> qh(h_kind, h_scale, h_zp, h_group, h_qmin, h_qmax, h_lb, d, n);
-    qscan_impl<scalar_t>(u, delta, A, B, C, qa, qb, qh, b_includes_u, collect_stats, y, stats);
+    using T = scalar_t;
+    QScanArgs<T> args{nb, d, l, n, g, d / g,
+                      u.data_ptr<T>(), delta.data_ptr<T>(), A.data_ptr<T>(), B.data_ptr<T>(),
+                      C.data_ptr<T>(), y.data_ptr<T>(),
+                      nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                      make_qparams<T>(a_kind, a_scale, a_zp, a_group, a_thr, a_val, a_qmin,
+                                      a_qmax, a_base, d, n),
+                      make_qparams<T>(b_kind, b_scale, b_zp, b_group, b_thr, b_val, b_qmin,
+                                      b_qmax, b_base, d, n),
+                      make_qparams<T>(h_kind, h_scale, h_zp, h_group, h_thr, h_val, h_qmin,
+                                      h_qmax, h_base, d, n),
+                      b_includes_u};
+    if (collect_stats) {
+      args.amin = stats[0].data_ptr<T>();
+      args.amax = stats[1].data_ptr<T>();
+      args.bmin = stats[2].data_ptr<T>();
+      args.bmax = stats[3].data_ptr<T>();
+      args.hmin = stats[4].data_ptr<T>();
+      args.hmax = stats[5].data_ptr<T>();
+    }
+    qscan_run<T>(args);
   });
   std::vector<at::Tensor> result{y};
   for (auto& s : stats) result.push_back(s);
@@ -586,22 +997,19 @@ std::vector<at::Tensor> quantized_scan_fwd(
 
 // Elementwise fake quantization with the kernel's code (tests compare it with the spec).
 at::Tensor fake_quant_elementwise(const at::Tensor& x, int64_t kind, const at::Tensor& scale,
-                                  const at::Tensor& zp, double qmin, double qmax,
-                                  double log_base) {
-  auto xc = x.contiguous();
+                                  const at::Tensor& zp, const std::optional<at::Tensor>& thr,
+                                  const std::optional<at::Tensor>& val, double qmin, double qmax,
+                                  double base) {
+  auto out = x.contiguous().clone();
   auto sc = scale.contiguous();
   auto zc = zp.contiguous();
-  auto out = at::empty_like(xc);
-  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "qmamba_fake_quant", [&] {
-    const scalar_t* xp = xc.data_ptr<scalar_t>();
-    const scalar_t* sp = sc.data_ptr<scalar_t>();
-    const scalar_t* zpp = zc.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const auto lo = static_cast<scalar_t>(qmin), hi = static_cast<scalar_t>(qmax),
-               lb = static_cast<scalar_t>(log_base);
-    for (int64_t i = 0; i < xc.numel(); ++i) {
-      op[i] = fake_quant<scalar_t>(kind, xp[i], sp[i], zpp[i], lo, hi, lb);
-    }
+  TORCH_CHECK(sc.numel() == out.numel() && zc.numel() == out.numel(),
+              "scale and zero point must have x's size");
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "qmamba_fake_quant", [&] {
+    using T = scalar_t;
+    const QParams<T> q = make_qparams<T>(kind, sc, zc, std::nullopt, thr, val, qmin, qmax,
+                                         base, 1, 1);
+    fake_quant_run<T>(q, out.data_ptr<T>(), sc.data_ptr<T>(), zc.data_ptr<T>(), out.numel());
   });
   return out;
 }
@@ -619,15 +1027,16 @@ TORCH_LIBRARY(qmamba_scan, m) {
       &scan_bwd);
   m.def(
       "quantized_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, "
-      "int a_kind, Tensor? a_scale, Tensor? a_zp, Tensor? a_group, float a_qmin, float a_qmax, "
-      "float a_lb, "
-      "int b_kind, Tensor? b_scale, Tensor? b_zp, Tensor? b_group, float b_qmin, float b_qmax, "
-      "float b_lb, "
-      "int h_kind, Tensor? h_scale, Tensor? h_zp, Tensor? h_group, float h_qmin, float h_qmax, "
-      "float h_lb, bool b_includes_u, bool collect_stats) -> Tensor[]",
+      "int a_kind, Tensor? a_scale, Tensor? a_zp, Tensor? a_group, Tensor? a_thr, Tensor? a_val, "
+      "float a_qmin, float a_qmax, float a_base, "
+      "int b_kind, Tensor? b_scale, Tensor? b_zp, Tensor? b_group, Tensor? b_thr, Tensor? b_val, "
+      "float b_qmin, float b_qmax, float b_base, "
+      "int h_kind, Tensor? h_scale, Tensor? h_zp, Tensor? h_group, Tensor? h_thr, Tensor? h_val, "
+      "float h_qmin, float h_qmax, float h_base, bool b_includes_u, bool collect_stats) "
+      "-> Tensor[]",
       &quantized_scan_fwd);
   m.def(
-      "fake_quant(Tensor x, int kind, Tensor scale, Tensor zp, float qmin, float qmax, "
-      "float log_base) -> Tensor",
+      "fake_quant(Tensor x, int kind, Tensor scale, Tensor zp, Tensor? thr, Tensor? val, "
+      "float qmin, float qmax, float base) -> Tensor",
       &fake_quant_elementwise);
 }
