@@ -1,0 +1,53 @@
+"""The `qmamba` command line: `qmamba.cli.main:main` (also `python -m qmamba`).
+
+Each subcommand lives in its own module `cmd_<name>.py` exposing `register(subparsers)`,
+which adds its parser and sets `func=run` (run(args) -> exit code); the work itself is
+in `qmamba.pipeline`, so everything the CLI does is available as a library call. The
+options several subcommands share are defined here.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, metavar="NAME",
+                   help="registered model name or upstream alias (see `qmamba list-models`); "
+                        "a built-in model uses its shipped weights")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="weights file (.pth/.pt/.safetensors), e.g. the released vim_t_midclstok_76p1acc.pth")
+    p.add_argument("--use-ema", action="store_true", help="load the checkpoint's 'model_ema' weights")
+    p.add_argument("--allow-unsafe-pickle", action="store_true",
+                   help="allow checkpoints that need full unpickling (runs code from the file: trusted files only)")
+
+
+def add_data_args(p: argparse.ArgumentParser, calibration: bool = True) -> None:
+    where = "DIR/train (calibration) and DIR/val (evaluation)" if calibration else "DIR/val"
+    p.add_argument("--data", metavar="DIR",
+                   help=f"ImageNet-layout folder: {where}; default for the built-in models: the "
+                        "built-in Fashion-MNIST images")
+    p.add_argument("--eval-limit", type=int, metavar="N",
+                   help="evaluate on N images only (built-in data: the first N test images; a "
+                        "folder: a seeded subset of N)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="data-loading processes (default: 0 for built-in data, up to 8 for a folder)")
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for PyTorch (default: PyTorch's choice; on a busy shared "
+                        "machine 1 can be many times faster)")
+
+
+def add_run_args(p: argparse.ArgumentParser, batch_size: int = 64, device: str = "auto") -> None:
+    p.add_argument("--batch-size", type=int, default=batch_size, metavar="B", help=f"default {batch_size}")
+    p.add_argument("--device", default=device, metavar="DEV",
+                   help=f"cpu, cuda, cuda:N or auto (CUDA when available); default {device}")
+    add_threads_arg(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command as typed (for reports): `qmamba <argv...>`."""
+    return shlex.join(["qmamba", *getattr(args, "argv", [])])

@@ -1,0 +1,66 @@
+"""`qmamba demo`: the built-in models x recipes x bit settings, as a table and a plot."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qmamba.cli import command_line
+from qmamba.pipeline import (
+    DEMO_CALIB_SIZE,
+    DEMO_EVAL_LIMIT,
+    DEMO_SEARCH_SAMPLES,
+    DEMO_SETTINGS,
+    DEMO_THREADS,
+)
+from qmamba.quant.config import RECIPES
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="quantize the built-in models with every recipe and bit setting",
+        description="Runs on the built-in Fashion-MNIST models and data (no download): FP once "
+                    "per model, then every recipe x setting; writes OUT/results.json, "
+                    "OUT/results.md and OUT/accuracy_vs_bits.png.",
+    )
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
+    p.add_argument("--models", nargs="+", metavar="NAME", help="built-in models (default: all)")
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), metavar="R",
+                   help=f"default: {' '.join(RECIPES)}")
+    p.add_argument("--settings", nargs="+", default=list(DEMO_SETTINGS), metavar="WxAy",
+                   help=f"default: {' '.join(DEMO_SETTINGS)}")
+    p.add_argument("--eval-limit", type=int, default=DEMO_EVAL_LIMIT, metavar="N",
+                   help=f"evaluate on the first N built-in test images (default {DEMO_EVAL_LIMIT}; "
+                        "0 = all 10,000)")
+    p.add_argument("--calib-size", type=int, default=DEMO_CALIB_SIZE, metavar="N",
+                   help=f"calibration images from the built-in training bundle (default {DEMO_CALIB_SIZE})")
+    p.add_argument("--seed", type=int, default=0, metavar="S")
+    p.add_argument("--batch-size", type=int, default=256, metavar="B")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default), cuda or auto")
+    p.add_argument("--search-samples", type=int, default=DEMO_SEARCH_SAMPLES, metavar="N",
+                   help="images of the block-output clipping search of the recipes that search "
+                        f"(qmamba*; default {DEMO_SEARCH_SAMPLES}; the recipes' own default is 32)")
+    p.add_argument("--threads", type=int, default=DEMO_THREADS, metavar="N",
+                   help=f"CPU threads for PyTorch (default {DEMO_THREADS}: predictable on shared machines)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qmamba.pipeline import DemoJob, run_demo
+    from qmamba.report.tables import demo_markdown
+
+    if args.eval_limit is not None and args.eval_limit < 0:
+        from qmamba.errors import ConfigError
+
+        raise ConfigError(f"--eval-limit must be >= 0 (0 = all test images), got {args.eval_limit}")
+    job = DemoJob(models=args.models, recipes=args.recipes, settings=args.settings,
+                  eval_limit=args.eval_limit or None, calib_size=args.calib_size, seed=args.seed,
+                  batch_size=args.batch_size, device=args.device,
+                  search_samples=args.search_samples)
+    results = run_demo(job, args.out, args.progress, command_line(args))
+    print(demo_markdown(results))
+    out = Path(args.out)
+    for name in ("results.json", "results.md", "accuracy_vs_bits.png"):
+        print(f"written: {out / name}")
+    print(f"demo time: {results['seconds']:.0f} s")
+    return 0

@@ -1,0 +1,42 @@
+"""`qmamba eval`: accuracy of a float model or of a saved quantized model."""
+from __future__ import annotations
+
+import argparse
+
+from qmamba.cli import add_data_args, add_run_args, command_line
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate a float checkpoint or a saved quantized model",
+        description="Top-1/top-5 accuracy of a built-in model, a registered model with "
+                    "--checkpoint, or a quantized model saved by `qmamba quantize` (--quantized OUT/model).",
+    )
+    p.add_argument("--model", metavar="NAME", help="model name (optional with --quantized)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", metavar="PATH", help="float weights file")
+    src.add_argument("--quantized", metavar="DIR", help="a folder written by save_quantized (OUT/model)")
+    p.add_argument("--use-ema", action="store_true", help="load the checkpoint's 'model_ema' weights")
+    p.add_argument("--allow-unsafe-pickle", action="store_true",
+                   help="allow checkpoints that need full unpickling (trusted files only)")
+    add_data_args(p, calibration=False)
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the --eval-limit subset of a folder")
+    p.add_argument("--out", metavar="FILE", help="also write the result as JSON")
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qmamba.pipeline import run_eval
+    from qmamba.report.summary import eval_summary
+
+    report = run_eval(
+        args.model, checkpoint=args.checkpoint, quantized=args.quantized, use_ema=args.use_ema,
+        allow_unsafe_pickle=args.allow_unsafe_pickle, data=args.data, batch_size=args.batch_size,
+        device=args.device, eval_limit=args.eval_limit, workers=args.workers, seed=args.seed,
+        out=args.out, progress=args.progress, command=command_line(args),
+    )
+    print(eval_summary(report))
+    if args.out:
+        print(f"written: {args.out}")
+    return 0

@@ -1,0 +1,46 @@
+"""`qmamba quantize`: calibrate, evaluate FP and quantized, save the model and a report."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qmamba.cli import add_data_args, add_model_args, add_run_args, command_line
+from qmamba.quant.config import RECIPES
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quantize", help="quantize a model and report FP / quantized accuracy",
+        description="Calibrate a model with a PTQ recipe on training images, evaluate the "
+                    "full-precision and the quantized model on the evaluation images, and write "
+                    "OUT/model/ (the quantized model) and OUT/report.json.",
+    )
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--method", required=True, metavar="M", help=f"recipe: {', '.join(RECIPES)}")
+    p.add_argument("--w-bits", metavar="W", help="weight bits, an integer in [2, 16]")
+    p.add_argument("--a-bits", metavar="A", help="activation bits, an integer in [2, 16]")
+    p.add_argument("--calib-size", type=int, metavar="N",
+                   help="calibration images (default: the config's, 256)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="calibration subset seed (default 0)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/<model>-<method>-W<w>A<a>)")
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qmamba.pipeline import QuantizeJob, run_quantize
+    from qmamba.report.summary import quantize_summary
+
+    job = QuantizeJob(
+        model=args.model, method=args.method, w_bits=args.w_bits, a_bits=args.a_bits,
+        checkpoint=args.checkpoint, use_ema=args.use_ema, allow_unsafe_pickle=args.allow_unsafe_pickle,
+        data=args.data, calib_size=args.calib_size, seed=args.seed, batch_size=args.batch_size,
+        device=args.device, eval_limit=args.eval_limit, workers=args.workers,
+    )
+    config = job.config()  # validate bits / recipe before choosing the folder name
+    out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{config.recipe}-{config.setting}"
+    result = run_quantize(job, out, args.progress, command_line(args))
+    print(quantize_summary(result.report))
+    print(f"  report      : {out / 'report.json'}")
+    return 0

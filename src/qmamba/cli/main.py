@@ -1,0 +1,138 @@
+"""`qmamba` entry point: argparse with one module per subcommand.
+
+Exit codes: 0 success; 2 a user error (QMambaError or a bad command line), printed as one
+line `error: <message>` without a traceback; 130 interrupted (Ctrl-C), printed as
+`interrupted: <where it stopped>`. Outputs are written only at the end of a command,
+atomically, so an interrupted or failed command leaves no partial files.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+
+from qmamba.errors import QMambaError
+
+# Subcommand modules in help order; each exposes register(subparsers).
+COMMANDS = ("cmd_quantize", "cmd_eval", "cmd_analyze", "cmd_list_models", "cmd_demo")
+OPTIONAL_COMMANDS = ("cmd_train",)  # written separately; the CLI works without it
+
+
+class UsageError(QMambaError):
+    """A bad command line (unknown option, missing argument, wrong type)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the usage and exit itself
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def _register_optional(subparsers, module_name: str) -> None:
+    full = f"qmamba.cli.{module_name}"
+    try:
+        module = importlib.import_module(full)
+    except ModuleNotFoundError as e:
+        if e.name == full:
+            return  # not installed: no such subcommand
+        _register_broken(subparsers, module_name, e)
+        return
+    except Exception as e:  # a broken optional module must not take the CLI down
+        _register_broken(subparsers, module_name, e)
+        return
+    module.register(subparsers)
+
+
+def _register_broken(subparsers, module_name: str, exc: BaseException) -> None:
+    name = module_name.removeprefix("cmd_").replace("_", "-")
+    p = subparsers.add_parser(name, help=f"(unavailable: {type(exc).__name__})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(_args):
+        raise QMambaError(f"the {name} command is unavailable: {type(exc).__name__}: {_one_line(str(exc))}")
+
+    p.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import qmamba
+
+    parser = _Parser(
+        prog="qmamba",
+        description="Post-training quantization of vision Mamba models (Vim, VMamba): "
+                    "QMamba (LtSQ + TGQ) and baselines.",
+    )
+    parser.add_argument("--version", action="version", version=f"qmamba {qmamba.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"qmamba.cli.{name}").register(sub)
+    for name in OPTIONAL_COMMANDS:
+        _register_optional(sub, name)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {_one_line(str(message))}", file=file or sys.stderr)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """`--threads N` for the duration of one command (main() may run in-process)."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise UsageError(f"--threads must be at least 1, got {n}")
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from qmamba.report.progress import Progress
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    progress = Progress(enabled=False)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            parser = build_parser()
+            args, extra = parser.parse_known_args(argv)
+            if extra:
+                where = f"qmamba {args.command}" if getattr(args, "command", None) else "qmamba"
+                raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
+            if getattr(args, "func", None) is None:
+                parser.print_help(sys.stderr)
+                return 2
+            progress = Progress(enabled=not getattr(args, "no_progress", False))
+            args.progress = progress
+            args.argv = argv
+            with _torch_threads(getattr(args, "threads", None)):
+                return int(args.func(args) or 0)
+        except QMambaError as e:
+            print(f"error: {_one_line(str(e))}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"interrupted: {progress.where}; no output was written", file=sys.stderr)
+            return 130
+        except SystemExit as e:  # --help / --version
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        except BrokenPipeError:  # `qmamba list-models | head`
+            return 0
+        finally:
+            sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
