@@ -141,13 +141,12 @@ def test_list_models(run_cli):
     assert rc == 0 and "vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2 -> vim_tiny" in out
 
 
-def test_list_models_marks_builtin(run_cli, monkeypatch):
+def test_list_models_marks_builtin(run_cli, monkeypatch, tmp_path):
     import qmamba.pipeline as pipeline
 
+    builtin = pytest.importorskip("qmamba.models.builtin")
     monkeypatch.setattr(pipeline, "builtin_model_names", lambda: ("vim_tiny",))
-    import qmamba.models.builtin as builtin
-
-    monkeypatch.setattr(builtin, "builtin_weights_path", lambda name: __import__("pathlib").Path("/nonexistent"))
+    monkeypatch.setattr(builtin, "builtin_weights_path", lambda name: tmp_path / "missing.safetensors")
     rc, out, _ = run_cli("list-models")
     assert rc == 0
     assert [line for line in out.splitlines() if line.startswith("vim_tiny ")][0].endswith("built-in (weights missing)")
