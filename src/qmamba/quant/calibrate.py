@@ -242,7 +242,6 @@ def quantize(
     directions = _scan_directions(qmodel)
     outer = [p for p in plans if p.block is None]
     by_block = [[p for p in plans if p.block == i] for i in range(len(blocks))]
-    search_batches = _search_batches(images, config.search.samples)
 
     def report(stage, i, n):
         if progress is not None:
@@ -284,7 +283,7 @@ def quantize(
         _calibrate_block(block, block_plans, config, directions, x_q)
         if config.search.enabled:
             _search_block(block, block_plans, config, directions,
-                          [x_q[j] for j in search_batches], [y_fp[j] for j in search_batches])
+                          _first_images(x_q, config.search.samples), _first_images(y_fp, config.search.samples))
         x_q = _run_block(block, x_q)
         x_fp = y_fp
     report("calibrate", len(blocks), len(blocks))
@@ -317,14 +316,17 @@ def _family_defaults(model: nn.Module, config: QuantConfig) -> QuantConfig:
     return config
 
 
-def _search_batches(images: list[torch.Tensor], samples: int) -> list[int]:
-    idx, n = [], 0
-    for j, x in enumerate(images):
-        if n >= samples:
+def _first_images(batches: list[tuple], n: int) -> list[tuple]:
+    """The cached (args, kwargs) of the first `n` images (tensors sliced on dim 0)."""
+    out, taken = [], 0
+    for args, kwargs in batches:
+        if taken >= n:
             break
-        idx.append(j)
-        n += x.shape[0]
-    return idx
+        size = next(a.shape[0] for a in args if torch.is_tensor(a))
+        k = min(size, n - taken)
+        out.append((tuple(a[:k] if torch.is_tensor(a) else a for a in args), kwargs))
+        taken += k
+    return out
 
 
 class _OrderedObserver:
@@ -409,6 +411,7 @@ def _apply_smoothing(block, plans, config, inputs, alpha: float) -> None:
         s = s.clamp(min=1e-5)
         p_in.observer = _new_observer(p_in, config)
         p_in.point.quantizer = SmoothedInput(_ObserveThenPass(p_in.observer), s, inp.channel_axis)
+        p_w.point.quantizer = SmoothedWeight(nn.Identity(), s)  # keeps the float product while observing
         pairs.append((p_in, p_w, s))
     if not pairs:
         return

@@ -74,7 +74,7 @@ class SearchConfig:
     """Block-wise search of clipping ranges minimising the block-output MSE."""
 
     enabled: bool = False
-    candidates: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+    candidates: tuple[float, ...] = (1.0, 0.85, 0.7, 0.55)
     samples: int = 32  # calibration images used for the search
 
 

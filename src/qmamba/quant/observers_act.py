@@ -12,6 +12,10 @@ import torch
 from qmamba.quant.observers import MinMaxObserver, MSEObserver, PercentileObserver
 
 
+SAMPLES = 1 << 16  # values kept per point (per tensor) for percentile / MSE
+MSE_CANDIDATES = 20  # clipping ratios tried by the MSE observer
+
+
 class ActObserver:
     def __init__(
         self,
@@ -34,10 +38,11 @@ class ActObserver:
         if self.per_token:  # every axis except the batch and the channels
             channel = self.channel_axis % x.dim()
             keep = tuple(d for d in range(1, x.dim()) if d != channel)
+        # bounded samples: calibration visits every point of every block, often twice
         if self.kind == "percentile":
-            return PercentileObserver(percentile=self.percentile, keep_dims=keep)
+            return PercentileObserver(percentile=self.percentile, keep_dims=keep, max_samples=SAMPLES)
         if self.kind == "mse":
-            return MSEObserver(keep_dims=keep)
+            return MSEObserver(keep_dims=keep, num_candidates=MSE_CANDIDATES, max_samples=SAMPLES)
         return MinMaxObserver(keep_dims=keep)
 
     @torch.no_grad()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from qmamba.ops.scan_quant_spec import ScanPointQuant, apply_scan_quant
+from qmamba.ops.scan_quant_spec import ScanPointQuant, apply_scan_quant, fake_quant_uniform
 from qmamba.quant.primitives import choose_qparams, fake_quant, log_fake_quant, log_quantize, qrange
 
 
@@ -40,6 +40,8 @@ class UniformQuantizer(nn.Module):
         return torch.clamp(q, self.qmin, self.qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.requires_grad:  # inference: no straight-through mask to build
+            return fake_quant_uniform(x.float(), self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
         return fake_quant(x.float(), self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
 
     def describe(self) -> dict:
