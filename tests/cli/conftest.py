@@ -37,13 +37,17 @@ def one_thread():
     torch.set_num_threads(saved)
 
 
-@pytest.fixture(scope="session")
-def tiny_name() -> str:
+@pytest.fixture(scope="module")
+def tiny_name():
+    """Registered for the module's tests only, so later tests see the usual registry."""
+    from qmamba.models import registry
+
     _register_tiny()
-    return TINY
+    yield TINY
+    registry._FACTORIES.pop(TINY, None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory, tiny_name) -> str:
     from qmamba.checkpoint import save_checkpoint
     from qmamba.models.registry import create_model
