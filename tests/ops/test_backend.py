@@ -103,3 +103,15 @@ def test_bench_dispatcher(capsys):
         assert "not available yet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["no-such-benchmark"])
+
+
+def test_noop_backend_is_the_benchmark_floor():
+    import torch
+
+    from qmamba import ops
+
+    u = torch.randn(2, 4, 5)
+    with ops.scan_backend("noop"):
+        out, last = ops.selective_scan(u, u, -torch.ones(4, 3), torch.randn(2, 3, 5), torch.randn(2, 3, 5),
+                                       return_last_state=True)
+    assert torch.equal(out, torch.zeros_like(u)) and last.shape == (2, 4, 3)

@@ -6,6 +6,8 @@ Backends:
                torch.utils.cpp_extension.load (ninja) and cached in torch's extensions
                directory (TORCH_EXTENSIONS_DIR). The extension name carries a hash of the
                source, the flags and the torch version, so an edited source rebuilds.
+  "noop":      benchmarks only: the float scan returns zeros of the output's shape, so
+               a model forward measures everything but the scan (the floor).
   "auto":      (default) compiled for CPU tensors when the extension builds, reference
                for CUDA tensors or when the build failed (one warning naming the reason).
 
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-BACKENDS = ("auto", "reference", "compiled")
+BACKENDS = ("auto", "reference", "compiled", "noop")
 
 CSRC = Path(__file__).resolve().parent / "csrc" / "selective_scan.cpp"
 # -O3, no -march=native (the CI machine may differ), no -ffast-math (exactness);
@@ -149,6 +151,8 @@ def resolve(*tensors: torch.Tensor | None) -> str:
     """The backend ("reference" or "compiled") that runs a scan on these tensors."""
     name = get_scan_backend()
     on_cpu = all(t.device.type == "cpu" for t in tensors if t is not None)
+    if name == "noop":
+        return "noop"
     if name == "reference":
         return "reference"
     if name == "compiled":
