@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import logging
 import threading
 import warnings
 from pathlib import Path
@@ -84,6 +85,9 @@ _loaded_name: str | None = None  # the build loaded into this process (loaded at
 def _build_extension():
     """Compile (or load the cached build of) the C++ kernels. Tests monkeypatch this."""
     global _loaded_name
+    # torch logs "No CUDA runtime is found" when this module is imported on a CPU-only
+    # machine: irrelevant to a CPU kernel, and confusing in front of a user's error line
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import cpp_extension
 
     name = extension_name()
