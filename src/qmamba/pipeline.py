@@ -624,19 +624,6 @@ class DemoJob:
 
     def plan(self) -> tuple[list[str], list[str], list[tuple[str, int, int]]]:
         """(models, recipes, [(setting, w, a)]) with every name and bit width checked."""
-        builtin = builtin_model_names()
-        if not builtin:
-            raise QMambaError("this installation has no built-in models (qmamba.models.builtin)")
-        from qmamba.models.registry import resolve_name
-
-        models = []
-        for m in self.models or builtin:
-            canonical = resolve_name(m)
-            if canonical not in builtin:
-                raise ConfigError(f"the demo runs on the built-in models ({', '.join(builtin)}), "
-                                  f"not {m!r}: use `qmamba quantize` for other models")
-            if canonical not in models:
-                models.append(canonical)
         recipes = []
         for r in self.recipes:
             QuantConfig.from_recipe(r, 8, 8)  # unknown names: ConfigError with a suggestion
@@ -656,6 +643,19 @@ class DemoJob:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.search_samples is not None and self.search_samples < 1:
             raise ConfigError(f"--search-samples must be at least 1, got {self.search_samples}")
+        builtin = builtin_model_names()
+        if not builtin:
+            raise QMambaError("this installation has no built-in models (qmamba.models.builtin)")
+        from qmamba.models.registry import resolve_name
+
+        models = []
+        for m in self.models or builtin:
+            canonical = resolve_name(m)
+            if canonical not in builtin:
+                raise ConfigError(f"the demo runs on the built-in models ({', '.join(builtin)}), "
+                                  f"not {m!r}: use `qmamba quantize` for other models")
+            if canonical not in models:
+                models.append(canonical)
         return models, recipes, settings
 
 
