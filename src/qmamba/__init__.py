@@ -1,6 +1,10 @@
 """qmamba: post-training quantization of vision state-space models (Vim, VMamba)."""
+from qmamba.checkpoint import load_checkpoint, save_checkpoint
 from qmamba.errors import CheckpointError, ConfigError, DataError, QMambaError
 from qmamba.models import create_model, list_models, register_with_timm
+from qmamba.quant.calibrate import quantize
+from qmamba.quant.config import QuantConfig
+from qmamba.quant.serialize import load_quantized, save_quantized
 
 register_with_timm()  # timm.create_model("vim_tiny") works after `import qmamba`
 
@@ -11,6 +15,12 @@ __all__ = [
     "ConfigError",
     "DataError",
     "QMambaError",
+    "QuantConfig",
     "create_model",
     "list_models",
+    "load_checkpoint",
+    "load_quantized",
+    "quantize",
+    "save_checkpoint",
+    "save_quantized",
 ]
