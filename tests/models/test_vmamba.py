@@ -12,12 +12,15 @@ import torch.nn.functional as F
 
 import qmamba
 from qmamba.models import vmamba_blocks
+from qmamba.models.builtin import BUILTIN_MODELS
 from qmamba.models.registry import imagenet_data_config, list_models, register_with_timm
 from qmamba.models.vmamba import VSSM
 from qmamba.models.vmamba_blocks import SS2D, cross_merge, cross_scan
 from qmamba.quant.point import iter_points
 
-VMAMBA_NAMES = [n for n in list_models() if n.startswith("vmamba_")]
+VMAMBA_NAMES = [
+    n for n in list_models() if n.startswith("vmamba_") and n not in BUILTIN_MODELS
+]
 V0_NAMES = [n for n in VMAMBA_NAMES if n.endswith("_v0")]
 SMALL = {"dims": 8, "depths": (1, 1, 2, 1), "img_size": 32, "num_classes": 5}
 
