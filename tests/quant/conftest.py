@@ -1,5 +1,4 @@
 import pytest
-
 from quant_helpers import tiny_vim, tiny_vmamba
 
 

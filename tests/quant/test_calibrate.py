@@ -1,14 +1,13 @@
 """The block-wise PTQ engine on small Vim and VMamba models."""
 import pytest
 import torch
+from quant_helpers import image_loader
 
 from qmamba.quant.calibrate import quantize
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.point import iter_points
 from qmamba.quant.quantizers import LogQuantizer, ScanQuantizer, SmoothedInput
 from qmamba.quant.serialize import load_quantized, save_quantized
-
-from quant_helpers import image_loader
 
 FAST_SEARCH = {"search.candidates": (1.0, 0.8), "search.samples": 8}
 

@@ -202,7 +202,13 @@ def compare_scan_grids(trace: dict, bits: int = 4, groups: int = 8, base: float 
       equal time groups (TGQ), and per step (G = L), all min/max calibrated on the trace.
     """
     from qmamba.quant.ltsq import above_median_mask, relative_error_1m
-    from qmamba.quant.primitives import choose_qparams, fake_quant, log1m_fake_quant, qrange, sqnr_db
+    from qmamba.quant.primitives import (
+        choose_qparams,
+        fake_quant,
+        log1m_fake_quant,
+        qrange,
+        sqnr_db,
+    )
     from qmamba.quant.tgq import tgq_quantizer
 
     a = trace["A_bar"].float()

@@ -11,7 +11,6 @@ import torch
 
 from qmamba.quant.observers import MinMaxObserver, MSEObserver, PercentileObserver
 
-
 SAMPLES = 1 << 16  # values kept per point (per tensor) for percentile / MSE
 MSE_CANDIDATES = 20  # clipping ratios tried by the MSE observer
 

@@ -86,7 +86,7 @@ def _weight_entry(point_name: str, quantizer: nn.Module, weight: torch.Tensor, t
     if isinstance(quantizer, SmoothedWeight):
         smooth, inner = quantizer.smooth, quantizer.inner
     if isinstance(inner, CodedWeight):
-        codes, scale, zp, bits = inner.codes.long(), inner.scale, inner.zero_point, inner.bits
+        codes, scale, bits = inner.codes.long(), inner.scale, inner.bits  # symmetric: zero point 0
         qmin = -(2 ** (bits - 1) - 1)
     elif isinstance(inner, WeightQuantizer):
         w = weight.detach().float()
@@ -94,7 +94,7 @@ def _weight_entry(point_name: str, quantizer: nn.Module, weight: torch.Tensor, t
             shape = [1] * w.dim()
             shape[1] = -1
             w = w * smooth.view(shape)
-        codes, scale, zp, bits, qmin = inner.codes(w).long(), inner.scale, inner.zero_point, inner.bits, inner.qmin
+        codes, scale, bits, qmin = inner.codes(w).long(), inner.scale, inner.bits, inner.qmin  # symmetric
     else:
         raise CheckpointError(f"cannot save weight quantizer {type(quantizer).__name__} at {point_name}")
     tensors[f"{point_name}.__codes"] = pack_codes(codes - qmin, bits)
