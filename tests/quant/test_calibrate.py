@@ -108,3 +108,15 @@ def test_backends_agree_on_a_quantized_model(vim_model):
     # the backends make the same quantization decisions except where an exp differs in
     # its last bit right at a grid boundary: outputs agree to well within one step
     assert _rel_err(fast, ref) < 1e-4
+
+
+def test_role_bits_sets_the_width_of_one_role_and_none_keeps_it_float(vim_model):
+    cfg = QuantConfig.from_recipe("minmax", 4, 4, calib_size=8).replace(role_bits={"ssm.h": 8, "ssm.C": None})
+    q = quantize(vim_model, cfg, image_loader(8, 28))
+    points = dict(iter_points(q))
+    h = [p for p in points.values() if p.role == "ssm.h"]
+    c = [p for p in points.values() if p.role == "ssm.C"]
+    u = [p for p in points.values() if p.role == "ssm.u"]
+    assert h and all(p.quantizer.bits == 8 for p in h)
+    assert c and all(p.quantizer is None for p in c)
+    assert u and all(p.quantizer.bits == 4 for p in u)

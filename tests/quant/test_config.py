@@ -50,3 +50,12 @@ def test_future_version_is_refused():
     data["version"] = 99
     with pytest.raises(ConfigError, match="version"):
         QuantConfig.from_dict(data)
+
+
+def test_role_bits_validates_roles_and_bits():
+    cfg = QuantConfig.from_recipe("qmamba", 4, 4).replace(role_bits={"ssm.h": 8, "ssm.B": None})
+    assert QuantConfig.from_json(cfg.to_json()).role_bits == {"ssm.h": 8, "ssm.B": None}
+    with pytest.raises(ConfigError, match="ssm.h'"):  # suggests the closest role
+        QuantConfig.from_recipe("qmamba", 4, 4).replace(role_bits={"ssm.hh": 8})
+    with pytest.raises(ConfigError, match="role_bits"):
+        QuantConfig.from_recipe("qmamba", 4, 4).replace(role_bits={"ssm.h": 1})

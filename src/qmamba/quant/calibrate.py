@@ -61,6 +61,10 @@ def plan_points(model: nn.Module, config: QuantConfig) -> list[PointPlan]:
         bits = config.w_bits if point.role == "weight" else config.a_bits
         if config.first_last_bits is not None and point.tags & {"first", "last"}:
             bits = config.first_last_bits
+        if point.role in config.role_bits:
+            bits = config.role_bits[point.role]
+            if bits is None:  # this role stays in float
+                continue
         plans.append(PointPlan(name, point, bits))
     return plans
 
