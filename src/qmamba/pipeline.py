@@ -364,12 +364,17 @@ class QuantizeJob:
     eval_limit: int | None = None
     workers: int | None = None
     sqnr_images: int = SQNR_IMAGES
+    overrides: Sequence[str] = ()  # 'KEY=VALUE' config edits on top of the recipe (--set)
 
     def config(self) -> QuantConfig:
+        from qmamba.quant.config import parse_override
+
         overrides: dict[str, Any] = {"seed": int(self.seed)}
         if self.calib_size is not None:
             overrides["calib_size"] = self.calib_size
-        return QuantConfig.from_recipe(self.method, parse_bits(self.w_bits), parse_bits(self.a_bits), **overrides)
+        cfg = QuantConfig.from_recipe(self.method, parse_bits(self.w_bits), parse_bits(self.a_bits), **overrides)
+        edits = dict(parse_override(text) for text in self.overrides)
+        return cfg.replace(**edits) if edits else cfg
 
 
 @dataclass

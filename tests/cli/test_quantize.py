@@ -138,3 +138,17 @@ def test_analyze_writes_plots(quantized_run, run_cli, tiny_name, tiny_checkpoint
     rc, _, err = run_cli("analyze", "--model", tiny_name, "--checkpoint", tiny_checkpoint, "--layer", "3",
                          "--out", tmp_path / "bad", "--no-progress")
     assert rc == 2 and "--layer 3 is out of range" in err
+
+
+def test_set_changes_the_recipe_config_and_the_report_records_it(run_cli, tiny_name, tiny_checkpoint, tmp_path):
+    rc, _, err = run_cli("quantize", "--model", tiny_name, "--checkpoint", tiny_checkpoint,
+                         "--method", "ptq4vm", "--w-bits", "4", "--a-bits", "4", "--calib-size", "8",
+                         "--eval-limit", "8", "--set", "tune.jlss=true", "--set", "tune.steps=2",
+                         "--set", "tune.samples=4", "--out", tmp_path / "o", "--no-progress")
+    assert rc == 0, err
+    config = json.loads((tmp_path / "o" / "report.json").read_text())["config"]
+    assert config["tune"] == {"jlss": True, "steps": 2, "lr": 1e-3, "samples": 4}
+    rc, _, err = run_cli("quantize", "--model", tiny_name, "--checkpoint", tiny_checkpoint,
+                         "--method", "minmax", "--w-bits", "4", "--a-bits", "4",
+                         "--set", "ssm.h_grups=4", "--out", tmp_path / "p", "--no-progress")
+    assert rc == 2 and "h_grups" in err and not (tmp_path / "p").exists()

@@ -59,3 +59,16 @@ def test_role_bits_validates_roles_and_bits():
         QuantConfig.from_recipe("qmamba", 4, 4).replace(role_bits={"ssm.hh": 8})
     with pytest.raises(ConfigError, match="role_bits"):
         QuantConfig.from_recipe("qmamba", 4, 4).replace(role_bits={"ssm.h": 1})
+
+
+def test_parse_override_reads_json_values_and_refuses_malformed_text():
+    from qmamba.quant.config import parse_override
+
+    assert parse_override("tune.jlss=true") == ("tune.jlss", True)
+    assert parse_override("ssm.h_groups=4") == ("ssm.h_groups", 4)
+    assert parse_override("search.candidates=[1.0, 0.5]") == ("search.candidates", (1.0, 0.5))
+    assert parse_override('ssm.h_channel=channel') == ("ssm.h_channel", "channel")
+    assert parse_override('role_bits={"ssm.h": 8}') == ("role_bits", {"ssm.h": 8})
+    for bad in ("tune.jlss", "=3", ""):
+        with pytest.raises(ConfigError, match="KEY=VALUE"):
+            parse_override(bad)

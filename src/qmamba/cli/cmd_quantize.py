@@ -24,6 +24,10 @@ def register(subparsers) -> None:
                    help="calibration images (default: the config's, 256)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="calibration subset seed (default 0)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<model>-<method>-W<w>A<a>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one config field of the recipe (repeatable; JSON values), e.g. "
+                        "--set tune.jlss=true (PTQ4VM's block-wise tuning), --set ssm.h_groups=4, "
+                        "--set 'role_bits={\"ssm.h\": 8}'; report.json records the result")
     add_run_args(p)
     p.set_defaults(func=run)
 
@@ -37,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, use_ema=args.use_ema, allow_unsafe_pickle=args.allow_unsafe_pickle,
         data=args.data, calib_size=args.calib_size, seed=args.seed, batch_size=args.batch_size,
         device=args.device, eval_limit=args.eval_limit, workers=args.workers,
+        overrides=tuple(args.overrides),
     )
     config = job.config()  # validate bits / recipe before choosing the folder name
     out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{config.recipe}-{config.setting}"

@@ -83,6 +83,12 @@ def selective_ssm(
         h_trace(torch.stack(pre), torch.stack(post))  # (l, b, d, n) each
     else:
         y, stats = ops.quantized_scan(u, delta, A, B, points.C(C.float()), **scan_kwargs)  # y: (b, d, l)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, B, C)):
+        # Block-wise tuning (JLSS) needs gradients through the scan. The quantized scan is
+        # forward-only, so pass them straight through: the value is the quantized scan's,
+        # the gradient the float scan's on the same (quantized) inputs.
+        y_float = ops.selective_scan(u.float(), delta, A.float(), B.float(), points.C(C.float()))  # (b, d, l)
+        y = y + (y_float - y_float.detach())
     for name, observer in observers.items():
         observer.observe_scan_stats(stats[f"{name}_min"], stats[f"{name}_max"])
     out = points.y(y) + D.float()[None, :, None] * u.float()  # (b, d, l)

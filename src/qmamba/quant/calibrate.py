@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from qmamba.errors import DataError, QMambaError
-from qmamba.quant import builders
+from qmamba.quant import builders, jlss
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.observers_act import ActObserver
 from qmamba.quant.observers_scan import ScanPointObserver
@@ -280,11 +280,16 @@ def quantize(
     x_q = _first_block_inputs(qmodel, blocks, images, device)
 
     # 2. blocks, in order, on the outputs of the already-quantized blocks
+    qmamba_jlss: list[dict] = []
     for i, block in enumerate(blocks):
         report("calibrate", i, len(blocks))
         block_plans = by_block[i]
         y_fp = _run_block(block, x_fp)
         _calibrate_block(block, block_plans, config, directions, x_q)
+        if config.tune.jlss:
+            tuned = jlss.tune_block(block, _first_images(x_q, config.tune.samples),
+                                    _first_images(y_fp, config.tune.samples), config.tune.steps, config.tune.lr)
+            qmamba_jlss.append({"block": i, "loss_before": tuned.loss_before, "loss_after": tuned.loss_after})
         if config.search.enabled:
             _search_block(block, block_plans, config, directions,
                           _first_images(x_q, config.search.samples), _first_images(y_fp, config.search.samples))
@@ -308,6 +313,8 @@ def quantize(
         desc = p.point.quantizer.describe() if p.point.quantizer is not None else {}
         qmodel.qmamba_info["points"][p.name] = {"role": p.role, "bits": p.bits, **desc, **p.info}
         p.observer = None
+    if qmamba_jlss:
+        qmodel.qmamba_info["jlss"] = qmamba_jlss
     qmodel.qmamba_info["calibration_seconds"] = time.time() - start
     qmodel.qmamba_info["calibration_images"] = sum(int(x.shape[0]) for x in images)
     return qmodel

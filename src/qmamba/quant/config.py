@@ -80,6 +80,16 @@ class SearchConfig:
 
 
 @dataclass
+class TuneConfig:
+    """PTQ4VM's block-wise joint tuning of smoothing factors and step sizes (JLSS)."""
+
+    jlss: bool = False
+    steps: int = 100  # Adam steps per block
+    lr: float = 1e-3
+    samples: int = 32  # calibration images the tuning runs on
+
+
+@dataclass
 class QuantConfig:
     recipe: str = "fp"
     w_bits: int | None = None
@@ -92,6 +102,7 @@ class QuantConfig:
     act: ActQuantConfig = field(default_factory=ActQuantConfig)
     ssm: SSMQuantConfig = field(default_factory=SSMQuantConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     calib_size: int = 256
     seed: int = 0
     version: int = CONFIG_VERSION
@@ -127,6 +138,11 @@ class QuantConfig:
             raise ConfigError(f"h_groups must be >= 1 (or 0 for one group per step), got {self.ssm.h_groups}")
         if not 0.0 < self.act.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (0, 100], got {self.act.percentile}")
+        if self.tune.steps < 0 or self.tune.samples < 1 or not self.tune.lr > 0:
+            raise ConfigError(f"tune: steps must be >= 0, samples >= 1 and lr > 0; got {self.tune}")
+        if self.tune.jlss and self.act.smoothing_alpha is None:
+            raise ConfigError("tune.jlss tunes the smoothing factors: set act.smoothing_alpha "
+                              "(the ptq4vm recipe does)")
         if self.calib_size < 1:
             raise ConfigError(f"calib_size must be at least 1, got {self.calib_size}")
         if self.version != CONFIG_VERSION:
@@ -214,6 +230,7 @@ class QuantConfig:
             "act": ActQuantConfig,
             "ssm": SSMQuantConfig,
             "search": SearchConfig,
+            "tune": TuneConfig,
         }
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
@@ -238,6 +255,22 @@ class QuantConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"config is not valid JSON: {e}") from None
         return cls.from_dict(data)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'tune.jlss=true' -> ('tune.jlss', True): the value is JSON when it parses as JSON
+    (numbers, true/false, null, lists, objects), else the plain string."""
+    key, sep, value = str(text).partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"a config override must look like KEY=VALUE (e.g. tune.jlss=true), got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    if isinstance(parsed, list):
+        parsed = tuple(parsed)
+    return key, parsed
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:

@@ -40,6 +40,9 @@ class UniformQuantizer(nn.Module):
         return torch.clamp(q, self.qmin, self.qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale.requires_grad:  # block-wise tuning (JLSS): LSQ gradient for the step size
+            return fake_quant(x.float(), self.scale, self.zero_point, self.qmin, self.qmax,
+                              learnable_scale=True).to(x.dtype)
         if not x.requires_grad:  # inference: no straight-through mask to build
             return fake_quant_uniform(x.float(), self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
         return fake_quant(x.float(), self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
@@ -88,15 +91,18 @@ class WeightQuantizer(UniformQuantizer):
 
     def __init__(self, scale, zero_point, bits, symmetric=True, granularity="channel"):
         super().__init__(scale, zero_point, bits, symmetric, granularity)
-        self._cache: tuple[int, int, torch.Tensor] | None = None
+        self._cache: tuple[int, int, int, torch.Tensor] | None = None
+
+    def clear_cache(self) -> None:
+        self._cache = None
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if w.requires_grad:
+        if w.requires_grad or self.scale.requires_grad:
             return super().forward(w)
-        key = (id(w), w._version)
-        if self._cache is None or self._cache[:2] != key or self._cache[2].device != w.device:
+        key = (id(w), w._version, self.scale._version)
+        if self._cache is None or self._cache[:3] != key or self._cache[3].device != w.device:
             self._cache = (*key, super().forward(w))
-        return self._cache[2]
+        return self._cache[3]
 
 
 class SmoothedInput(nn.Module):
