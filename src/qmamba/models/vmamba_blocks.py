@@ -160,7 +160,10 @@ class SS2D(nn.Module):
         self.quant = SSMQuantPoints(has_z=self.has_z, directions=K)
         if self.has_z:  # v0 gates after out_norm, on channels-last silu(z) (B, H, W, E)
             self.quant.z.channel_axis = -1
-        # stacked (directions, out, in) weights: per-channel scales keep dims 0 and 1
+        # stacked (directions, out, in) weights: per-channel scales keep dims 0 and 1;
+        # `weight_point_params` names the parameter each weight point quantizes (serialize)
+        self.weight_point_params = {"quant_x_proj_weight": "x_proj_weight",
+                                    "quant_dt_projs_weight": "dt_projs_weight"}
         self.quant_x_proj_weight = QuantPoint("weight", weight_channel_dims=(0, 1))
         self.quant_dt_projs_weight = QuantPoint("weight", weight_channel_dims=(0, 1))
         self.quant_dt_r = QuantPoint("linear_input", channel_axis=2)  # dt_r: (B, K, R, L)
