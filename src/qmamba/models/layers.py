@@ -4,6 +4,10 @@
 `input_quant` (role `linear_input`) and `weight_quant` (role `weight`). Layers whose
 input is quantized elsewhere (for example x_proj, whose input u is the scan point
 `ssm.u`) are built with `quantize_input=False` and have no input point at all.
+`QuantLinear` also has an `input_rotation` slot (`qmamba.quant.rotation.InputRotation`),
+applied before the input point: the identity until a rotating recipe (Quamba,
+MambaQuant) sets it; for layers without an input point it owns the point that
+quantizes the rotated input.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from qmamba.quant.point import QuantPoint
+from qmamba.quant.rotation import InputRotation
 
 
 class _QuantLayerMixin:
@@ -29,8 +34,10 @@ class QuantLinear(nn.Linear, _QuantLayerMixin):
     def __init__(self, in_features, out_features, bias=True, *, quantize_input=True, tags=(), **kw):
         super().__init__(in_features, out_features, bias=bias, **kw)
         self._init_points(quantize_input, tags)
+        self.input_rotation = InputRotation(own_point=not quantize_input, tags=tags)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_rotation(x)  # identity unless a recipe rotates this input
         return F.linear(self._q_input(x), self.weight_quant(self.weight), self.bias)
 
 

@@ -99,12 +99,16 @@ class ScanBranch(nn.Module):
         D: torch.Tensor,  # (E,)
     ) -> torch.Tensor:  # (B, E, L)
         seqlen = x.shape[-1]
-        u = F.silu(conv1d(x)[..., :seqlen])  # (B, E, L) causal: left context only
-        u = self.quant.u(u)  # (B, E, L)
-        x_dbl = x_proj(u.transpose(1, 2))  # (B, L, R + 2N)
+        u_float = F.silu(conv1d(x)[..., :seqlen])  # (B, E, L) causal: left context only
+        u = self.quant.u(u_float)  # (B, E, L)
+        # x_proj reads the quantized u, unless a recipe rotates its input: then its
+        # rotation slot rotates the float u and quantizes it at its own point
+        x_proj_in = u_float if x_proj.input_rotation.active else u
+        x_dbl = x_proj(x_proj_in.transpose(1, 2))  # (B, L, R + 2N)
         dt_r, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         # dt_proj's bias is the scan's delta_bias, so only its matmul happens here.
-        dt = F.linear(dt_proj.input_quant(dt_r), dt_proj.weight_quant(dt_proj.weight))  # (B, L, E)
+        dt_in = dt_proj.input_quant(dt_proj.input_rotation(dt_r))  # (B, L, R)
+        dt = F.linear(dt_in, dt_proj.weight_quant(dt_proj.weight))  # (B, L, E)
         A = -torch.exp(at_least_float32(A_log))  # (E, N)
         return selective_ssm(
             self.quant,
@@ -161,6 +165,19 @@ class BiMambaMixer(nn.Module):
 
         self.forward_branch = ScanBranch(R, N)
         self.backward_branch = ScanBranch(R, N)
+
+    def rotation_sites(self) -> dict[str, list]:
+        """The Linear inputs the rotating recipes may transform (qmamba.quant.outliers):
+        `norm_input` reads the normed residual stream, `ssm_output` the scan output,
+        `inner` reads u; `folded`: (producer, rows, consumer) where the consumer's input
+        is the producer's first `rows` outputs, so a rotation of it folds into them."""
+        return {
+            "norm_input": [self.in_proj],
+            "ssm_output": [self.out_proj],
+            "inner": [self.x_proj, self.x_proj_b],
+            "folded": [(self.x_proj, self.dt_rank, self.dt_proj),
+                       (self.x_proj_b, self.dt_rank, self.dt_proj_b)],
+        }
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # (B, L, D)
         xz = self.in_proj(hidden_states)  # (B, L, 2E)

@@ -56,8 +56,12 @@ class QuantLinear2d(QuantLinear):
         super().__init__(*args, **kwargs)
         if self.input_quant is not None:
             self.input_quant.channel_axis = 1
+        self.input_rotation.channel_axis = 1
+        if self.input_rotation.quant is not None:
+            self.input_rotation.quant.channel_axis = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
+        x = self.input_rotation(x)  # (B, C, H, W), rotated over C when a recipe says so
         w = self.weight_quant(self.weight)  # (out, in)
         return F.conv2d(self._q_input(x), w[:, :, None, None], self.bias)  # (B, out, H, W)
 
@@ -160,10 +164,18 @@ class SS2D(nn.Module):
         self.quant = SSMQuantPoints(has_z=self.has_z, directions=K)
         if self.has_z:  # v0 gates after out_norm, on channels-last silu(z) (B, H, W, E)
             self.quant.z.channel_axis = -1
-        # stacked (directions, out, in) weights: per-channel scales keep dims 0 and 1
+        # stacked (directions, out, in) weights: per-channel scales keep dims 0 and 1;
+        # `weight_point_params` names the parameter each weight point quantizes (serialize)
+        self.weight_point_params = {"quant_x_proj_weight": "x_proj_weight",
+                                    "quant_dt_projs_weight": "dt_projs_weight"}
         self.quant_x_proj_weight = QuantPoint("weight", weight_channel_dims=(0, 1))
         self.quant_dt_projs_weight = QuantPoint("weight", weight_channel_dims=(0, 1))
         self.quant_dt_r = QuantPoint("linear_input", channel_axis=2)  # dt_r: (B, K, R, L)
+
+    def rotation_sites(self) -> dict[str, list]:
+        """The Linear inputs the rotating recipes may transform (qmamba.quant.outliers):
+        in_proj reads the normed block input, out_proj the (normed) scan output."""
+        return {"norm_input": [self.in_proj], "ssm_output": [self.out_proj]}
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
         """u = silu(conv(.)) (B, E, H, W) -> merged scan output (B, E, H, W)."""
@@ -213,6 +225,10 @@ class Mlp(nn.Module):
         self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = Linear(hidden, dim)
+
+    def rotation_sites(self) -> dict[str, list]:
+        """fc1 reads the normed block input; fc2 reads the GELU output (qmamba.quant.outliers)."""
+        return {"norm_input": [self.fc1], "inner": [self.fc2]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))

@@ -42,19 +42,23 @@ def weight_quantizer(weight: torch.Tensor, bits: int, observer: str, channel_dim
 
 
 # --------------------------------------------------------------------------- activations
-def act_quantizer(xmin: torch.Tensor, xmax: torch.Tensor, bits: int, clip: float = 1.0, granularity: str = "tensor") -> UniformQuantizer:
-    """Asymmetric uniform over [xmin, xmax] scaled by `clip` (about zero)."""
-    return UniformQuantizer.from_range(xmin * clip, xmax * clip, bits, symmetric=False, granularity=granularity)
+def act_quantizer(
+    xmin: torch.Tensor, xmax: torch.Tensor, bits: int, clip: float = 1.0, granularity: str = "tensor",
+    symmetric: bool = False,
+) -> UniformQuantizer:
+    """Uniform over [xmin, xmax] scaled by `clip` (about zero); asymmetric unless
+    `symmetric` (then over +-max(|xmin|, |xmax|), Quamba)."""
+    return UniformQuantizer.from_range(xmin * clip, xmax * clip, bits, symmetric=symmetric, granularity=granularity)
 
 
-def delta_quantizer(obs, bits: int, cfg: SSMQuantConfig, clip: float = 1.0):
+def delta_quantizer(obs, bits: int, cfg: SSMQuantConfig, clip: float = 1.0, symmetric: bool = False):
     """delta = softplus(...) > 0, dense near 0 with a tail: LtSQ anchored at 0 when the
     skewness test says so, else the uniform activation quantizer."""
     xmin, xmax = obs.range(bits)
     if cfg.delta_grid == "ltsq" and skewness_test_signed(obs.samples(), cfg.ltsq_b_ratio):
         peak = torch.maximum(xmax.abs(), xmin.abs()).amax()
         return LogQuantizer(peak * clip, bits, cfg.ltsq_base)
-    return act_quantizer(xmin, xmax, bits, clip)
+    return act_quantizer(xmin, xmax, bits, clip, symmetric=symmetric)
 
 
 # --------------------------------------------------------------------------- scan points

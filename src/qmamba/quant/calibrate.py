@@ -29,8 +29,10 @@ from qmamba.quant import builders, jlss
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.observers_act import ActObserver
 from qmamba.quant.observers_scan import ScanPointObserver
+from qmamba.quant.outliers import apply_outlier_transforms
 from qmamba.quant.point import QuantPoint, iter_points
 from qmamba.quant.quantizers import SmoothedInput, SmoothedWeight
+from qmamba.quant.rotation import idle_rotation_points
 
 
 class _StopForward(Exception):
@@ -53,9 +55,13 @@ class PointPlan:
 
 # ----------------------------------------------------------------------------- planning
 def plan_points(model: nn.Module, config: QuantConfig) -> list[PointPlan]:
-    """Which points get a quantizer, at how many bits (roles and tags decide)."""
+    """Which points get a quantizer, at how many bits (roles and tags decide; the points
+    of rotation slots only while their slot is active)."""
     plans = []
+    idle = idle_rotation_points(model)
     for name, point in iter_points(model):
+        if id(point) in idle:
+            continue
         if point.role.startswith("ssm.") and point.role != "ssm.u" and not config.ssm.quantize:
             continue
         bits = config.w_bits if point.role == "weight" else config.a_bits
@@ -96,12 +102,14 @@ def _new_observer(plan: PointPlan, config: QuantConfig):
     if role in ("ssm.A", "ssm.B", "ssm.h"):
         return ScanPointObserver(includes_u=config.ssm.b_includes_u)
     per_token = config.act.per_token and role == "linear_input" and not plan.point.tags
-    kind = config.act.observer
+    kind, percentile = config.act.observer, config.act.percentile
+    if role == "ssm.u" and config.outlier.u_percentile is not None:  # Quamba's clipped SSM input
+        kind, percentile = "percentile", config.outlier.u_percentile
     if role == "ssm.delta" and config.ssm.delta_grid == "ltsq" and kind == "minmax":
         kind = "mse"  # the skewness test needs values, which min/max does not keep
     return ActObserver(
         kind=kind,
-        percentile=config.act.percentile,
+        percentile=percentile,
         per_token=per_token,
         channel_axis=plan.point.channel_axis,
         track_channels=config.act.smoothing_alpha is not None and role == "linear_input",
@@ -127,10 +135,11 @@ def _build(plan: PointPlan, config: QuantConfig, directions: dict[int, int], cli
         return builders.b_bar_quantizer(obs, bits, config.ssm, clip)
     if role == "ssm.h":
         return builders.h_quantizer(obs, bits, config.ssm, directions.get(id(plan.point), 1), clip)
+    symmetric = config.outlier.act_symmetric
     if role == "ssm.delta":
-        return builders.delta_quantizer(obs, bits, config.ssm, clip)
+        return builders.delta_quantizer(obs, bits, config.ssm, clip, symmetric=symmetric)
     xmin, xmax = obs.range(bits)
-    return builders.act_quantizer(xmin, xmax, bits, clip, "token" if obs.per_token else "tensor")
+    return builders.act_quantizer(xmin, xmax, bits, clip, "token" if obs.per_token else "tensor", symmetric)
 
 
 # ----------------------------------------------------------------------------- running
@@ -240,6 +249,8 @@ def quantize(
     qmodel.qmamba_config = config
     torch.manual_seed(config.seed)
     images = collect_calibration_images(calib_loader, config.calib_size)
+    if config.outlier.rotates:  # Quamba / MambaQuant: rotate and fold before calibrating
+        qmodel.qmamba_info["rotations"] = apply_outlier_transforms(qmodel, config, images, device)
     plans = plan_points(qmodel, config)
     blocks = list(qmodel.quant_blocks()) if hasattr(qmodel, "quant_blocks") else []
     _assign_blocks(plans, blocks)

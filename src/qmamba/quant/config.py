@@ -15,10 +15,12 @@ from typing import Any
 from qmamba.errors import ConfigError
 from qmamba.quant import primitives
 from qmamba.quant.point import ALL_ROLES
+from qmamba.quant.recipes_rotation import ROTATION_RECIPES
 
 CONFIG_VERSION = 1
 
-RECIPES = ("fp", "minmax", "percentile", "ptq4vm", "qmamba", "qmamba_no_ltsq", "qmamba_no_tgq")
+RECIPES = ("fp", "minmax", "percentile", "ptq4vm", "qmamba", "qmamba_no_ltsq", "qmamba_no_tgq",
+           "quamba", "mambaquant")
 OBSERVERS = ("minmax", "percentile", "mse")
 A_GRIDS = ("uniform", "ltsq")
 H_CHANNEL_MODES = ("tensor", "channel")
@@ -90,6 +92,33 @@ class TuneConfig:
 
 
 @dataclass
+class OutlierConfig:
+    """Rotations, smoothing and clipping against activation outliers (Quamba, MambaQuant;
+    qmamba.quant.outliers and qmamba.quant.recipes_rotation). All off by default."""
+
+    u_percentile: float | None = None  # clip the SSM input u at this percentile (Quamba: 99.999)
+    act_symmetric: bool = False  # symmetric activation scales (Quamba)
+    hadamard_out_proj: bool = False  # online Hadamard of out_proj's input, W H folded (Quamba, MambaQuant)
+    smooth_alpha: float | None = None  # smoothing before that Hadamard, "smooth-fused" (MambaQuant: 0.5)
+    klt: bool = False  # KLT-enhanced rotation K H of in_proj / fc1 inputs and of dt_proj's (MambaQuant)
+    hadamard_inner: bool = False  # online Hadamard of Vim x_proj's and VMamba fc2's inputs (MambaQuant)
+
+    @property
+    def rotates(self) -> bool:
+        return self.hadamard_out_proj or self.klt or self.hadamard_inner
+
+    def validate(self) -> None:
+        if self.u_percentile is not None and not 50.0 < self.u_percentile <= 100.0:
+            raise ConfigError(f"outlier.u_percentile must be in (50, 100], got {self.u_percentile}")
+        if self.smooth_alpha is not None:
+            if not 0.0 <= self.smooth_alpha <= 1.0:
+                raise ConfigError(f"outlier.smooth_alpha must be in [0, 1], got {self.smooth_alpha}")
+            if not self.hadamard_out_proj:
+                raise ConfigError("outlier.smooth_alpha smooths out_proj's input before its Hadamard: "
+                                  "set outlier.hadamard_out_proj too")
+
+
+@dataclass
 class QuantConfig:
     recipe: str = "fp"
     w_bits: int | None = None
@@ -103,6 +132,7 @@ class QuantConfig:
     ssm: SSMQuantConfig = field(default_factory=SSMQuantConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    outlier: OutlierConfig = field(default_factory=OutlierConfig)
     calib_size: int = 256
     seed: int = 0
     version: int = CONFIG_VERSION
@@ -147,6 +177,7 @@ class QuantConfig:
             raise ConfigError(f"calib_size must be at least 1, got {self.calib_size}")
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"config version {self.version} is not supported (this is {CONFIG_VERSION})")
+        self.outlier.validate()
 
     @property
     def is_float(self) -> bool:
@@ -177,6 +208,8 @@ class QuantConfig:
             cfg.weight.observer = "minmax"
             cfg.act.per_token = True
             cfg.act.smoothing_alpha = 0.5  # Vim; quantize() uses 0.65 for VMamba unless set
+        elif name in ROTATION_RECIPES:
+            ROTATION_RECIPES[name](cfg)
         else:  # qmamba and its ablations
             cfg.weight.observer = "mse"
             cfg.act.observer = "mse"
@@ -231,6 +264,7 @@ class QuantConfig:
             "ssm": SSMQuantConfig,
             "search": SearchConfig,
             "tune": TuneConfig,
+            "outlier": OutlierConfig,
         }
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known

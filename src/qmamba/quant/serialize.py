@@ -5,7 +5,10 @@ A saved model is a folder with
   position embeddings, ...), the weight codes packed to their bit width
   (`<weight>.__codes`, uint8), and every quantizer's buffers (`<point>.__q.<buffer>`);
 - `quant.json`: format version, the architecture (`create_model` name and kwargs), the
-  QuantConfig, and for every quantization point the quantizer's class and attributes.
+  QuantConfig, for every quantization point the quantizer's class and attributes, and
+  the active rotation slots of rotating recipes (`rotations`: size, online, smoothing;
+  their matrices and smoothing factors are float tensors of `model.safetensors`, their
+  folded weights are the weight codes).
 
 On reload the weights are the dequantized codes, held by a `CodedWeight` quantizer that
 ignores the float parameter, so the logits are bit-identical to the model that was
@@ -34,6 +37,7 @@ from qmamba.quant.quantizers import (
     UniformQuantizer,
     WeightQuantizer,
 )
+from qmamba.quant.rotation import InputRotation
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -152,11 +156,15 @@ def save_quantized(qmodel: nn.Module, out_dir: str | os.PathLike) -> dict:
             continue
         tensors[key] = value.detach().contiguous()
         float_params += value.numel()
+    rotations = {
+        name: m.describe() for name, m in qmodel.named_modules() if isinstance(m, InputRotation) and m.active
+    }
     meta = {
         "format_version": FORMAT_VERSION,
         "model": spec,
         "config": config.to_dict(),
         "points": points,
+        "rotations": rotations,
         "info": _jsonable(getattr(qmodel, "qmamba_info", {})),
     }
     with atomic_write(out / WEIGHTS_FILE, "wb") as f:
@@ -217,6 +225,7 @@ def load_quantized(path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(f"{meta_path}: format version {meta.get('format_version')} is not supported")
     model = create_model(meta["model"]["name"], **meta["model"]["kwargs"]).eval()
     config = QuantConfig.from_dict(meta["config"])
+    _restore_rotations(model, meta.get("rotations", {}), meta_path)  # their tensors load below
     points = dict(iter_points(model))
     state = model.state_dict()
     quantizers = {}
@@ -249,6 +258,20 @@ def load_quantized(path: str | os.PathLike) -> nn.Module:
     model.qmamba_config = config
     model.qmamba_info = meta.get("info", {})
     return model
+
+
+def _restore_rotations(model: nn.Module, rotations: dict, meta_path: Path) -> None:
+    """Activate the saved rotation slots (placeholder values, overwritten by the state dict)."""
+    for name, entry in rotations.items():
+        try:
+            slot = model.get_submodule(name)
+        except AttributeError:
+            slot = None
+        if not isinstance(slot, InputRotation):
+            raise CheckpointError(f"{meta_path}: rotation slot {name} does not exist in the model")
+        n = int(entry["size"])
+        slot.set(torch.eye(n), torch.ones(n) if entry["smoothing"] else None, online=entry["online"],
+                 kind=entry.get("kind", ""))
 
 
 def _is_coded(key: str, meta: dict) -> bool:
