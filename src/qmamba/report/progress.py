@@ -60,6 +60,7 @@ class Progress:
         self._stack: list[_Stage] = []
         self._last: str | None = None
         self.context = ""  # e.g. "run 3 of 60" (set by long jobs)
+        self.written: list[str] = []  # outputs already in place (for the interruption message)
 
     def stage(self, desc: str, total: int | None = None, unit: str = "it") -> _Stage:
         return _Stage(self, desc, total, unit)
@@ -87,6 +88,10 @@ class Progress:
         """The innermost step in progress (or the one that failed), with the job context."""
         text = self._last or (self._describe(self._stack[-1]) if self._stack else "before any step started")
         return f"{text}, {self.context}" if self.context else text
+
+    def outputs_written(self, paths) -> None:
+        """Record outputs that are complete on disk (`OutputSet(on_commit=...)`)."""
+        self.written += [str(p) for p in paths]
 
     def message(self, text: str) -> None:
         """A line on stderr that does not break the bars."""
