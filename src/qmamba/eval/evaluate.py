@@ -2,7 +2,7 @@
 
 Counts every image exactly once; a batch that runs out of memory is split in halves and
 retried (as timm's validate does); non-finite logits stop the run with an error that
-says which batch.
+says which batch and the first layer where NaN/inf appear (`nonfinite.py`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from qmamba.errors import QMambaError
+from qmamba.errors import OutOfMemoryError, QMambaError, is_out_of_memory
+from qmamba.eval.nonfinite import nonfinite_error
 
 
 @dataclass
@@ -33,16 +34,17 @@ class EvalResult:
         return {**asdict(self), "ms_per_image": self.ms_per_image}
 
 
-def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
 def _forward_splitting(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         return model(x)
     except RuntimeError as err:
-        if not _is_oom(err) or x.shape[0] == 1:
+        if not is_out_of_memory(err):
             raise
+        if x.shape[0] == 1:
+            raise OutOfMemoryError(
+                f"evaluation ran out of memory on {x.device} even for a single image: use a "
+                "device with more memory or --device cpu"
+            ) from err
         if x.is_cuda:
             torch.cuda.empty_cache()
         half = x.shape[0] // 2
@@ -71,10 +73,7 @@ def evaluate(
         x, y = x.to(device), y.to(device)
         logits = _forward_splitting(model, x)
         if not torch.isfinite(logits).all():
-            raise QMambaError(
-                f"the model produced non-finite logits (NaN or inf) on batch {batch_index}: "
-                "check the checkpoint and, for a quantized model, its calibration"
-            )
+            raise nonfinite_error(model, x, batch_index, n)
         c1, c5 = count_correct(logits, y)
         correct1 += c1
         correct5 += c5

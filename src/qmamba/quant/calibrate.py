@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from qmamba.errors import DataError, QMambaError
+from qmamba.errors import DataError, NumericsError, QMambaError
 from qmamba.quant import builders, jlss
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.observers_act import ActObserver
@@ -195,9 +195,44 @@ class _ObserveThenPass(nn.Module):
         return x
 
 
+class _CheckedObserver:
+    """Hands a point's tensors to its observer after checking they are finite, so NaN or
+    inf stop the calibration with an error naming the point (and so the layer) where
+    they arrive. Everything else is the wrapped observer's."""
+
+    def __init__(self, inner, plan: PointPlan):
+        self.inner, self.plan = inner, plan
+
+    def _check(self, t: torch.Tensor, what: str) -> None:
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            p = self.plan
+            where = f"block {p.block}" if p.block is not None else "outside the blocks (stem / head)"
+            raise NumericsError(
+                f"calibration: NaN or inf in the {what} reaching quantization point {p.name} "
+                f"(role {p.role}, {where}): the layers before it produce them on the "
+                "calibration images; check the checkpoint and the images"
+            )
+
+    def __call__(self, x: torch.Tensor) -> None:
+        self._check(x, "weight" if self.plan.role == "weight" else "activations")
+        self.inner(x)
+
+    def observe_scan_stats(self, step_min: torch.Tensor, step_max: torch.Tensor) -> None:
+        self._check(step_min, "scan values")
+        self._check(step_max, "scan values")
+        self.inner.observe_scan_stats(step_min, step_max)
+
+    def observe_samples(self, values: torch.Tensor) -> None:
+        self._check(values, "scan values")
+        self.inner.observe_samples(values)
+
+    def __getattr__(self, name):  # only for names not set in __init__
+        return getattr(self.inner, name)
+
+
 def _attach(plans: Iterable[PointPlan]) -> None:
     for p in plans:
-        p.point.observer = p.observer
+        p.point.observer = _CheckedObserver(p.observer, p)
 
 
 def _detach(plans: Iterable[PointPlan]) -> None:
@@ -266,7 +301,7 @@ def quantize(
     order = []
     for p in outer:
         p.observer = _new_observer(p, config)
-        p.point.observer = _OrderedObserver(p.observer, order, p)
+        p.point.observer = _OrderedObserver(_CheckedObserver(p.observer, p), order, p)
     if not blocks:  # no block structure: one pass observes everything
         raise QMambaError(f"{type(model).__name__} does not expose quant_blocks(); cannot calibrate block-wise")
     first_seen = {}
@@ -432,7 +467,8 @@ def _apply_smoothing(block, plans, config, inputs, alpha: float) -> None:
         s = (act_max.clamp(min=1e-5) ** alpha) / (w_max.clamp(min=1e-5) ** (1 - alpha))
         s = s.clamp(min=1e-5)
         p_in.observer = _new_observer(p_in, config)
-        p_in.point.quantizer = SmoothedInput(_ObserveThenPass(p_in.observer), s, inp.channel_axis)
+        p_in.point.quantizer = SmoothedInput(_ObserveThenPass(_CheckedObserver(p_in.observer, p_in)), s,
+                                             inp.channel_axis)
         p_w.point.quantizer = SmoothedWeight(nn.Identity(), s)  # keeps the float product while observing
         pairs.append((p_in, p_w, s))
     if not pairs:
