@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -33,8 +35,9 @@ def load_image(path: str) -> Image.Image:
             return img.convert("RGB")  # as torchvision's loader; ConvertMode makes 'L' if needed
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise DataError(
-            f"cannot read image {path!r}: {e}. The file is corrupt or not an image; remove it "
-            "or pass skip_corrupt=True (CLI: --skip-corrupt) to leave such files out"
+            f"cannot read image {path!r}: {e}. The file is corrupt or not an image; remove it, "
+            "or pass --skip-corrupt-images (Python: skip_corrupt=True) to leave unreadable "
+            "files out (they are counted in the report)"
         ) from e
 
 
@@ -62,6 +65,45 @@ class EvalImageFolder(ImageFolder):
                 )
             if not good:
                 raise DataError(f"no readable image in {root!r} ({len(self.skipped)} skipped)")
+
+
+def _read_error(path: str) -> str | None:
+    """None if the image decodes, else the reason it does not."""
+    try:
+        load_image(path)
+    except DataError as e:
+        return str(e.__cause__ or e)
+    return None
+
+
+def readable_indices(dataset: ImageFolder, candidates: Iterable[int], need: int | None = None,
+                     workers: int | None = None) -> tuple[list[int], list[tuple[str, str]]]:
+    """The indices among `candidates` (kept in their order) whose image decodes.
+
+    Stops once `need` readable images are found (calibration: the next images of the
+    seeded order replace unreadable ones). Returns (readable indices, [(path, reason)]
+    of the unreadable ones); warns once when some were skipped. Decoding runs in a few
+    threads (PIL releases the GIL while decoding).
+    """
+    good: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    it = iter(candidates)
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        while need is None or len(good) < need:
+            chunk = list(islice(it, 64 * workers))
+            if not chunk:
+                break
+            paths = [dataset.samples[i][0] for i in chunk]
+            for i, path, err in zip(chunk, paths, pool.map(_read_error, paths), strict=True):
+                if err is not None:
+                    skipped.append((path, err))
+                elif need is None or len(good) < need:
+                    good.append(i)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {dataset.root!r}, e.g. "
+                      f"{skipped[0][0]!r} ({skipped[0][1]})", stacklevel=2)
+    return good, skipped
 
 
 def _list_dir(p: Path, limit: int = 10) -> str:
