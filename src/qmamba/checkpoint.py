@@ -74,7 +74,14 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise _corrupt(path, f"{type(e).__name__}: {e}") from e
+    except Exception as e:  # damaged headers surface as other types too (found by fuzzing)
+        raise _corrupt(path, _first_line(e)) from e
     return tensors, metadata
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
 def _first_bytes(path: Path, n: int = 4) -> bytes:
@@ -95,6 +102,8 @@ def _load_torch(path: Path, allow_unsafe_pickle: bool) -> Any:
                 f"available here ({e}); import the module that defines them first, or "
                 "re-save the weights alone with qmamba.save_checkpoint"
             ) from e
+        except Exception as e:  # unpickling damaged data fails in many ways
+            raise _corrupt(path, _first_line(e)) from e
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -122,6 +131,8 @@ def _load_torch(path: Path, allow_unsafe_pickle: bool) -> Any:
     except RuntimeError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise _corrupt(path, first[:200]) from e
+    except Exception as e:  # the safe unpickler on damaged data: struct.error, IndexError, ...
+        raise _corrupt(path, _first_line(e)) from e
 
 
 def read_checkpoint(path: str | os.PathLike, allow_unsafe_pickle: bool = False

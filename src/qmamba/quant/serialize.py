@@ -165,7 +165,8 @@ def save_quantized(qmodel: nn.Module, out_dir: str | os.PathLike) -> dict:
         "config": config.to_dict(),
         "points": points,
         "rotations": rotations,
-        "info": _jsonable(getattr(qmodel, "qmamba_info", {})),
+        "info": _jsonable({k: v for k, v in (getattr(qmodel, "qmamba_info", {}) or {}).items()
+                           if k not in VOLATILE_INFO}),
     }
     with atomic_write(out / WEIGHTS_FILE, "wb") as f:
         f.write(_safetensors_bytes(tensors))
@@ -180,6 +181,11 @@ def save_quantized(qmodel: nn.Module, out_dir: str | os.PathLike) -> dict:
         "weight_float32_bytes": float_weight_bytes,
         "float_tensor_elements": float_params,
     }
+
+
+# Timings are left out of the saved model: the same calibration gives the same files,
+# byte for byte (the report of the run keeps the timing).
+VOLATILE_INFO = ("calibration_seconds",)
 
 
 def _safetensors_bytes(tensors: dict) -> bytes:
@@ -207,9 +213,8 @@ def _jsonable(obj):
 
 # ----------------------------------------------------------------------------- load
 def load_quantized(path: str | os.PathLike) -> nn.Module:
-    """Rebuild a model saved by `save_quantized`."""
-    from qmamba.models import create_model
-
+    """Rebuild a model saved by `save_quantized`; CheckpointError if the folder is not
+    one, or is damaged."""
     folder = Path(path)
     meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
     if not meta_path.is_file() or not weights_path.is_file():
@@ -220,9 +225,24 @@ def load_quantized(path: str | os.PathLike) -> nn.Module:
         meta = json.loads(meta_path.read_text())
         tensors = load_file(str(weights_path))
     except (json.JSONDecodeError, OSError, Exception) as e:  # safetensors raises its own types
-        raise CheckpointError(f"cannot read the quantized model in {folder}: {e}") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path}: format version {meta.get('format_version')} is not supported")
+        raise CheckpointError(f"cannot read the quantized model in {folder}: {e}; the files are "
+                              "corrupt or truncated: quantize the model again") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{meta_path}: format version {version} is not supported "
+                              f"(this qmamba reads version {FORMAT_VERSION}); quantize the model again")
+    try:
+        return _rebuild(meta, tensors, meta_path, weights_path)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        raise CheckpointError(
+            f"the quantized model in {folder} is damaged ({META_FILE} and {WEIGHTS_FILE} do not "
+            f"match: {type(e).__name__}: {e}); quantize the model again"
+        ) from e
+
+
+def _rebuild(meta: dict, tensors: dict, meta_path: Path, weights_path: Path) -> nn.Module:
+    from qmamba.models import create_model
+
     model = create_model(meta["model"]["name"], **meta["model"]["kwargs"]).eval()
     config = QuantConfig.from_dict(meta["config"])
     _restore_rotations(model, meta.get("rotations", {}), meta_path)  # their tensors load below
