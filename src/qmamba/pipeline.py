@@ -13,16 +13,18 @@ ImageNet-layout folder: calibration on a seeded subset of `data_dir/train`, eval
 on `data_dir/val`, both with the model's own data config (timm eval transform).
 Calibration images never come from the evaluation split.
 
-Outputs are written only at the end of a job and atomically (`qmamba.io_utils`), so an
-interrupted or failed job leaves no partial files behind.
+Outputs are written only at the end of a job, under temporary names, and renamed into
+place together (`qmamba.io_utils.OutputSet`), so an interrupted or failed job leaves no
+partial files behind, and a report never sits beside a model it does not describe.
+Calibration and evaluation run seeded and with PyTorch's deterministic algorithms
+(`qmamba.determinism`): the same command gives the same numbers and model file.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -34,11 +36,21 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset, Subset
 
-from qmamba.errors import CheckpointError, ConfigError, DataError, QMambaError
+from qmamba.determinism import deterministic
+from qmamba.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NumericsError,
+    QMambaError,
+    is_out_of_memory,
+)
+from qmamba.errors import OutOfMemoryError as QMambaOutOfMemory
 from qmamba.eval import EvalResult, evaluate
-from qmamba.quant.config import RECIPES, QuantConfig
+from qmamba.io_utils import OutputSet
+from qmamba.quant.config import RECIPES, QuantConfig, check_seed
 from qmamba.report.progress import Progress
-from qmamba.report.writers import dumps, write_json, write_text
+from qmamba.report.writers import dumps, write_json
 
 __all__ = [
     "DEMO_CALIB_SIZE",
@@ -183,14 +195,18 @@ class DataSplit:
     total: int  # images available before any limit / subset
     limit: int | None = None
     seed: int | None = None
+    skipped: list[str] | None = None  # unreadable images left out (None: none were looked for)
 
     @property
     def num_images(self) -> int:
         return len(self.dataset)
 
     def describe(self) -> dict:
-        return {"source": self.source, "images": self.num_images, "total": self.total,
-                "limit": self.limit, "seed": self.seed}
+        out = {"source": self.source, "images": self.num_images, "total": self.total,
+               "limit": self.limit, "seed": self.seed}
+        if self.skipped is not None:
+            out["skipped_unreadable"] = {"count": len(self.skipped), "paths": self.skipped[:20]}
+        return out
 
 
 def _model_data_config(model: nn.Module) -> dict:
@@ -216,9 +232,16 @@ def _need_data_dir(model_name: str, model: nn.Module) -> DataError:
 
 
 def calibration_data(model: nn.Module, model_name: str, data_dir: str | os.PathLike | None,
-                     n: int, seed: int) -> DataSplit:
-    """`n` training images, a seeded subset (same seed, same images)."""
-    from qmamba.data import build_eval_dataset, calibration_subset, eval_transform
+                     n: int, seed: int, skip_corrupt: bool = False) -> DataSplit:
+    """`n` training images, a seeded subset (same seed, same images). With `skip_corrupt`
+    (a folder only), unreadable images are passed over: the next images of the same
+    seeded order take their place."""
+    from qmamba.data import (
+        build_eval_dataset,
+        calibration_indices,
+        calibration_subset,
+        eval_transform,
+    )
 
     if data_dir is None:
         if not _fits_builtin_data(model):
@@ -231,15 +254,26 @@ def calibration_data(model: nn.Module, model_name: str, data_dir: str | os.PathL
         full = build_eval_dataset(data_dir, "train", _model_data_config(model))
         source = str(Path(data_dir) / "train")
     if n > len(full):
-        raise DataError(f"--calib-size {n} is more than the {len(full):,} images in {source}")
+        raise DataError(f"--calib-size {n} is more than the {len(full):,} images in {source}: "
+                        f"use --calib-size {len(full)} or less")
+    if skip_corrupt and data_dir is not None:
+        from qmamba.data.imagefolder import readable_indices
+
+        good, skipped = readable_indices(full, calibration_indices(len(full), len(full), seed), need=n)
+        if len(good) < n:
+            raise DataError(f"--calib-size {n}: {source} has only {len(good):,} readable images "
+                            f"({len(skipped):,} unreadable)")
+        return DataSplit(Subset(full, good), source, len(full), None, seed, [p for p, _ in skipped])
     return DataSplit(calibration_subset(full, n, seed), source, len(full), None, seed)
 
 
 def evaluation_data(model: nn.Module, model_name: str, data_dir: str | os.PathLike | None,
-                    limit: int | None = None, seed: int = 0) -> DataSplit:
+                    limit: int | None = None, seed: int = 0, skip_corrupt: bool = False) -> DataSplit:
     """The evaluation images: all of them, or with `limit` the first `limit` built-in
     test images (a fixed subset), or a seeded subset of `limit` images of DIR/val (its
-    files are ordered by class, so a prefix would hold few classes)."""
+    files are ordered by class, so a prefix would hold few classes). With `skip_corrupt`
+    (a folder only), the chosen images are decoded first and unreadable ones left out
+    (counted in the report)."""
     from qmamba.data import build_eval_dataset, calibration_indices, eval_transform
 
     if limit is not None and limit < 1:
@@ -256,8 +290,17 @@ def evaluation_data(model: nn.Module, model_name: str, data_dir: str | os.PathLi
         return DataSplit(full, source, len(full), None, None)
     full = build_eval_dataset(data_dir, "val", _model_data_config(model))
     source = str(Path(data_dir) / "val")
-    if limit is not None and limit < len(full):
-        idx = sorted(calibration_indices(len(full), limit, seed))
+    subset = limit is not None and limit < len(full)
+    idx = sorted(calibration_indices(len(full), limit, seed)) if subset else None
+    if skip_corrupt:
+        from qmamba.data.imagefolder import readable_indices
+
+        good, skipped = readable_indices(full, idx if subset else range(len(full)))
+        if not good:
+            raise DataError(f"no readable image among the {len(skipped):,} chosen from {source}")
+        return DataSplit(Subset(full, good), source, len(full), limit if subset else None,
+                         seed if subset else None, [p for p, _ in skipped])
+    if subset:
         return DataSplit(Subset(full, idx), source, len(full), limit, seed)
     return DataSplit(full, source, len(full), None, None)
 
@@ -292,14 +335,67 @@ def materialize(split: DataSplit, batch_size: int, workers: int = 0) -> list[tup
 
 
 # ----------------------------------------------------------------------------- calibration
-def calibrate(model: nn.Module, config: QuantConfig, calib_batches: Iterable, device: torch.device,
-              progress: Progress, desc: str | None = None) -> nn.Module:
-    """`qmamba.quant.calibrate.quantize` with a progress bar over the blocks."""
+def calibrate(model: nn.Module, config: QuantConfig, calib_batches: Sequence[torch.Tensor],
+              device: torch.device, progress: Progress, desc: str | None = None) -> nn.Module:
+    """`qmamba.quant.calibrate.quantize` with a progress bar over the blocks.
+
+    A calibration that runs out of memory is restarted with every batch split in halves
+    (down to one image per batch), as timm's validate retries with a smaller batch; the
+    batch size used is recorded in `qmodel.qmamba_info["calibration_batch_size"]`.
+    """
     from qmamba.quant.calibrate import quantize
 
-    with progress.stage(desc or f"calibrating {config.recipe} {config.setting}", unit="block") as st:
-        return quantize(model, config, calib_batches, device=device,
-                        progress=lambda _stage, i, n: st.set_done(i, n))
+    batches = list(calib_batches)
+    while True:
+        largest = max((int(x.shape[0]) for x in batches), default=0)
+        try:
+            with progress.stage(desc or f"calibrating {config.recipe} {config.setting}", unit="block") as st:
+                qmodel = quantize(model, config, batches, device=device,
+                                  progress=lambda _stage, i, n: st.set_done(i, n))
+            qmodel.qmamba_info["calibration_batch_size"] = largest
+            return qmodel
+        except NumericsError as err:
+            raise _explain_nonfinite(err, model, batches, device) from err
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
+            if largest <= 1:
+                raise QMambaOutOfMemory(
+                    f"calibration ran out of memory on {device} even with one image per batch: "
+                    "use a device with more memory, --device cpu, or a smaller --calib-size"
+                ) from err
+        _free_device_memory(device)
+        smaller = max(largest // 2, 1)
+        progress.message(f"out of memory while calibrating with batches of {largest} images; "
+                         f"retrying with {smaller}")
+        batches = [part for x in batches for part in x.split(smaller)]
+
+
+def _explain_nonfinite(err: NumericsError, model: nn.Module, batches: Sequence[torch.Tensor],
+                       device: torch.device) -> NumericsError:
+    """Add to a calibration NaN/inf error whether the float model already produces them
+    (and in which layer) or only the quantized one does."""
+    from qmamba.eval.nonfinite import first_nonfinite_module
+
+    with torch.no_grad():
+        for i, x in enumerate(batches):
+            x = x.to(device)
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                return NumericsError(f"{err} (calibration batch {i} already holds NaN or inf in the images)")
+            where = first_nonfinite_module(model, x)
+            if where is not None:
+                return NumericsError(f"{err}. The float model already produces them on calibration batch "
+                                     f"{i}, first in layer {where[0] or '(the model)'} ({where[1]})")
+    return NumericsError(f"{err}. The float model stays finite on these images, so the quantization "
+                         "before this point produces them: try more bits or another recipe")
+
+
+def _free_device_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def point_sqnr(qmodel: nn.Module, images: Sequence[torch.Tensor]) -> dict | None:
@@ -365,10 +461,14 @@ class QuantizeJob:
     workers: int | None = None
     sqnr_images: int = SQNR_IMAGES
     overrides: Sequence[str] = ()  # 'KEY=VALUE' config edits on top of the recipe (--set)
+    skip_corrupt_images: bool = False
 
     def config(self) -> QuantConfig:
         from qmamba.quant.config import parse_override
 
+        if self.method == "fp" and (self.w_bits is not None or self.a_bits is not None):
+            raise ConfigError("recipe 'fp' is the full-precision model and takes no bit widths: drop "
+                              f"--w-bits/--a-bits, or choose a quantizing recipe ({', '.join(r for r in RECIPES if r != 'fp')})")
         overrides: dict[str, Any] = {"seed": int(self.seed)}
         if self.calib_size is not None:
             overrides["calib_size"] = self.calib_size
@@ -406,46 +506,16 @@ def check_out_dir(out_dir: str | os.PathLike, files: Sequence[str] = (), model_d
     return out
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder `src` to `dst`, replacing a previous `dst` folder."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def save_model_dir(qmodel: nn.Module, outputs: OutputSet, out_dir: Path, name: str = "model") -> dict:
+    """`save_quantized` into a temporary folder of `outputs` (it appears at
+    `out_dir/name` when the set is committed); returns the size information with the
+    SHA-256 of the weights file (the same command gives the same hash)."""
+    from qmamba.quant.serialize import WEIGHTS_FILE, save_quantized
 
-
-def save_model_dir(qmodel: nn.Module, out_dir: Path, name: str = "model") -> tuple[dict, Any]:
-    """`save_quantized` into a temporary folder; returns (size info, commit function) so
-    the folder appears at `out_dir/name` only when the caller commits."""
-    from qmamba.quant.serialize import save_quantized
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir))
-    try:
-        size = save_quantized(qmodel, tmp)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    final = out_dir / name
-    size = {**size, "path": str(final)}
-
-    def commit() -> None:
-        try:
-            _replace_dir(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def abort() -> None:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    commit.abort = abort
-    return size, commit
+    tmp = outputs.folder(out_dir / name)
+    size = save_quantized(qmodel, tmp)
+    digest = hashlib.sha256((tmp / WEIGHTS_FILE).read_bytes()).hexdigest()
+    return {**size, "path": str(out_dir / name), "weights_sha256": digest}
 
 
 def _eval_dict(r: EvalResult) -> dict:
@@ -478,9 +548,18 @@ def run_quantize(job: QuantizeJob, out_dir: str | os.PathLike | None = None,
 
     with progress.stage(f"loading {job.model}"):
         lm = load_model(job.model, job.checkpoint, job.use_ema, job.allow_unsafe_pickle)
+    skip = job.skip_corrupt_images
     with progress.stage("reading the data"):
-        calib = None if config.is_float else calibration_data(lm.model, lm.name, job.data, config.calib_size, config.seed)
-        test = evaluation_data(lm.model, lm.name, job.data, job.eval_limit, config.seed)
+        calib = None if config.is_float else calibration_data(lm.model, lm.name, job.data, config.calib_size,
+                                                              config.seed, skip)
+        test = evaluation_data(lm.model, lm.name, job.data, job.eval_limit, config.seed, skip)
+    with deterministic(config.seed):
+        return _quantize_and_report(job, config, lm, calib, test, device, workers, out, progress, command, start)
+
+
+def _quantize_and_report(job: QuantizeJob, config: QuantConfig, lm: LoadedModel, calib: DataSplit | None,
+                         test: DataSplit, device: torch.device, workers: int, out: Path | None,
+                         progress: Progress, command: str | None, start: float) -> QuantizeResult:
     model = lm.model.to(device)
     tag = f"{lm.name} {config.recipe} {config.setting}"
 
@@ -520,6 +599,7 @@ def run_quantize(job: QuantizeJob, out_dir: str | os.PathLike | None = None,
             "size": config.calib_size if calib is not None else 0,
             "seed": config.seed,
             "seconds": round(float(info.get("calibration_seconds", 0.0)), 3),
+            **({"batch_size": info["calibration_batch_size"]} if "calibration_batch_size" in info else {}),
         },
         "evaluation": test.describe(),
         "fp": _eval_dict(fp),
@@ -534,18 +614,12 @@ def run_quantize(job: QuantizeJob, out_dir: str | os.PathLike | None = None,
         "command": command,
     }
     if out is not None:
-        with progress.stage("saving the quantized model"):
+        with progress.stage("saving the quantized model"), OutputSet(progress.outputs_written) as outputs:
             qmodel = qmodel.cpu()  # evaluation is done; the file holds CPU tensors
-            size, commit = save_model_dir(qmodel, out)
-            try:
-                report["size"] = size
-                report["wall_seconds"] = round(time.time() - start, 3)
-                text = dumps(report)
-                commit()
-            except BaseException:
-                commit.abort()
-                raise
-            write_text(out / "report.json", text)
+            report["size"] = save_model_dir(qmodel, outputs, out)
+            report["wall_seconds"] = round(time.time() - start, 3)
+            outputs.file(out / "report.json").write_text(dumps(report), encoding="utf-8")  # last: the marker
+            outputs.commit()
     else:
         report["wall_seconds"] = round(time.time() - start, 3)
     return QuantizeResult(report, qmodel, fp, quant, out)
@@ -563,13 +637,15 @@ def run_eval(model: str | None, checkpoint: str | None = None, quantized: str | 
              use_ema: bool = False, allow_unsafe_pickle: bool = False, data: str | None = None,
              batch_size: int = 64, device: str = "auto", eval_limit: int | None = None,
              workers: int | None = None, seed: int = 0, out: str | os.PathLike | None = None,
-             progress: Progress | None = None, command: str | None = None) -> dict:
+             progress: Progress | None = None, command: str | None = None,
+             skip_corrupt_images: bool = False) -> dict:
     """Accuracy of a float model (built-in or --checkpoint) or of a saved quantized model."""
     from qmamba.models.registry import resolve_name
 
     progress = progress or Progress(enabled=False)
     start = time.time()
     dev = resolve_device(device)
+    check_seed(seed, "--seed")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if out is not None and Path(out).is_dir():
@@ -596,10 +672,11 @@ def run_eval(model: str | None, checkpoint: str | None = None, quantized: str | 
         net, name = lm.model, lm.name
         desc = {"model": name, "checkpoint": lm.checkpoint, "weights": lm.weights, "use_ema": use_ema,
                 "method": "fp", "setting": "FP", "w_bits": None, "a_bits": None}
-    test = evaluation_data(net, name, data, eval_limit, seed)
+    test = evaluation_data(net, name, data, eval_limit, seed, skip_corrupt_images)
     net = net.to(dev).eval()
-    result = evaluate_split(net, test, batch_size, dev, progress, f"evaluating {name} {desc['setting']}",
-                            _workers(data, workers))
+    with deterministic(seed):
+        result = evaluate_split(net, test, batch_size, dev, progress, f"evaluating {name} {desc['setting']}",
+                                _workers(data, workers))
     report = {**desc, "evaluation": test.describe(), "result": _eval_dict(result), "device": str(dev),
               "batch_size": batch_size, "wall_seconds": round(time.time() - start, 3),
               "versions": versions(), "command": command}
@@ -685,7 +762,7 @@ def run_demo(job: DemoJob, out_dir: str | os.PathLike, progress: Progress | None
     eval_desc: dict = {}
     calib_desc: dict = {}
     done = 0
-    with progress.stage("demo runs", total=total_runs, unit="run") as runs:
+    with deterministic(job.seed), progress.stage("demo runs", total=total_runs, unit="run") as runs:
         for name in models:
             progress.context = f"run {done + 1} of {total_runs} ({name})"
             with progress.stage(f"loading {name}"):
@@ -738,10 +815,11 @@ def run_demo(job: DemoJob, out_dir: str | os.PathLike, progress: Progress | None
     }
     md = demo_markdown(results)
     text = dumps(results)
-    with progress.stage("writing the results"):
-        plot_accuracy_vs_bits(results, out / "accuracy_vs_bits.png")
-        write_text(out / "results.md", md)
-        write_text(out / "results.json", text)
+    with progress.stage("writing the results"), OutputSet(progress.outputs_written) as outputs:
+        plot_accuracy_vs_bits(results, outputs.file(out / "accuracy_vs_bits.png"))
+        outputs.file(out / "results.md").write_text(md, encoding="utf-8")
+        outputs.file(out / "results.json").write_text(text, encoding="utf-8")  # last: the marker
+        outputs.commit()
     return results
 
 

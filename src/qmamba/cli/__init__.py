@@ -32,6 +32,9 @@ def add_data_args(p: argparse.ArgumentParser, calibration: bool = True) -> None:
                         "folder: a seeded subset of N)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="data-loading processes (default: 0 for built-in data, up to 8 for a folder)")
+    p.add_argument("--skip-corrupt-images", action="store_true",
+                   help="with --data: decode the chosen images first and leave unreadable ones out "
+                        "(counted in the report) instead of stopping at the first one")
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:

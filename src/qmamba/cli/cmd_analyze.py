@@ -8,13 +8,11 @@ OUT/analysis.json with the numbers behind them (A_bar median, max |h_t| per step
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from qmamba.cli import add_model_args, add_run_args, command_line
 from qmamba.errors import ConfigError, QMambaError
+from qmamba.io_utils import OutputSet
 
 ANALYZE_IMAGES = 32  # training images traced through the scan
 
@@ -64,11 +62,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from qmamba.pipeline import calibration_data, load_model, materialize, resolve_device
-    from qmamba.report.writers import dumps, write_text
+    from qmamba.quant.config import check_seed
+    from qmamba.report.writers import dumps
 
     diagnostics, plot = _plotter()  # fail before loading anything
     if args.images < 1:
         raise ConfigError(f"--images must be at least 1, got {args.images}")
+    check_seed(args.seed, "--seed")
     device = resolve_device(args.device)
     out = Path(args.out) if args.out else Path("runs") / f"analyze-{args.model}-layer{args.layer}"
     if out.exists() and not out.is_dir():
@@ -98,12 +98,11 @@ def run(args: argparse.Namespace) -> int:
         calib = calibration_data(lm.model, lm.name, args.data, args.images, args.seed)
         images = torch.cat([x for x, _ in materialize(calib, args.batch_size)])
 
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".analyze.", suffix=".tmp", dir=out))
     summary = {"model": lm.name, "weights": lm.weights, "quantized": args.quantized, "layer": args.layer,
                "images": int(images.shape[0]), "image_source": calib.source, "seed": args.seed,
                "plots": [], "command": command_line(args)}
-    try:
+    # every PNG and analysis.json appear together at the end (analysis.json last)
+    with OutputSet(args.progress.outputs_written) as outputs:
         with args.progress.stage(f"tracing layer {args.layer}", total=len(models) * len(directions),
                                  unit="plot") as st:
             for tag, model in models:
@@ -111,18 +110,14 @@ def run(args: argparse.Namespace) -> int:
                 for d in directions:
                     name = f"layer{args.layer}_scan{d}_{tag}.png"
                     with torch.no_grad():
-                        stats = plot(model, images, block_index=args.layer, out_png=tmp / name, direction=d,
-                                     title=f"{lm.name} {tag}: layer {args.layer}, scan {d}")
+                        stats = plot(model, images, block_index=args.layer, out_png=outputs.file(out / name),
+                                     direction=d, title=f"{lm.name} {tag}: layer {args.layer}, scan {d}")
                     stats = dict(stats or {})
                     stats.update(png=str(out / name), model=tag, direction=d)
                     summary["plots"].append(stats)
                     st.update(1)
-        text = dumps(summary)
-        for entry in summary["plots"]:
-            os.replace(tmp / Path(entry["png"]).name, entry["png"])
-        write_text(out / "analysis.json", text)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        outputs.file(out / "analysis.json").write_text(dumps(summary), encoding="utf-8")
+        outputs.commit()
     print(f"{lm.name} layer {args.layer}: {summary['images']} training images traced")
     for entry in summary["plots"]:
         median = entry.get("a_bar_median")

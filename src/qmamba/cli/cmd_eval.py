@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         allow_unsafe_pickle=args.allow_unsafe_pickle, data=args.data, batch_size=args.batch_size,
         device=args.device, eval_limit=args.eval_limit, workers=args.workers, seed=args.seed,
         out=args.out, progress=args.progress, command=command_line(args),
+        skip_corrupt_images=args.skip_corrupt_images,
     )
     print(eval_summary(report))
     if args.out:

@@ -114,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.num_classes < 10:
         raise QMambaError(f"Fashion-MNIST has 10 classes; --num-classes {args.num_classes} is too few")
+    from qmamba.quant.config import check_seed
+
+    check_seed(args.seed, "--seed")
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

@@ -1,16 +1,23 @@
 """`qmamba` entry point: argparse with one module per subcommand.
 
 Exit codes: 0 success; 2 a user error (QMambaError or a bad command line), printed as one
-line `error: <message>` without a traceback; 130 interrupted (Ctrl-C), printed as
-`interrupted: <where it stopped>`. Outputs are written only at the end of a command,
-atomically, so an interrupted or failed command leaves no partial files.
+line `error: <message>` without a traceback; 130 interrupted (Ctrl-C) and 143 terminated
+(SIGTERM, e.g. a scheduler's time limit), printed as `interrupted: <where it stopped>`;
+1 an unexpected error (a bug): its traceback, then `failed: <where it stopped>`.
+Outputs are written only at the end of a command, under temporary names renamed into
+place together, so an interrupted or failed command leaves no partial files
+(docs/errors.md lists the messages).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
+import traceback
 import warnings
 from collections.abc import Sequence
 
@@ -89,6 +96,10 @@ def _torch_threads(n: int | None):
         return
     if n < 1:
         raise UsageError(f"--threads must be at least 1, got {n}")
+    cores = os.cpu_count() or 1
+    if n > 4 * max(cores, 16):  # also keeps it within what torch.set_num_threads accepts
+        raise UsageError(f"--threads {n} is far more than the {cores} CPU cores of this machine: "
+                         f"use at most {cores}")
     import torch
 
     saved = torch.get_num_threads()
@@ -97,6 +108,39 @@ def _torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is so that it unwinds like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """While a command runs, SIGTERM stops it like Ctrl-C (temporary files are removed,
+    the message says where it stopped) instead of killing the process on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum, _frame):
+        raise _Terminated
+
+    try:
+        saved = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - no SIGTERM here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
+def _outputs_note(progress) -> str:
+    written = getattr(progress, "written", [])
+    if written:
+        return f"these outputs were complete before it stopped: {', '.join(written)}"
+    return "no output was written"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,18 +162,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress = Progress(enabled=not getattr(args, "no_progress", False))
             args.progress = progress
             args.argv = argv
-            with _torch_threads(getattr(args, "threads", None)):
+            with _sigterm_unwinds(), _torch_threads(getattr(args, "threads", None)):
                 return int(args.func(args) or 0)
         except QMambaError as e:
             print(f"error: {_one_line(str(e))}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            print(f"interrupted: {progress.where}; no output was written", file=sys.stderr)
-            return 130
+        except KeyboardInterrupt as e:
+            what = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
+            print(f"{what}: {progress.where}; {_outputs_note(progress)}", file=sys.stderr)
+            return 143 if isinstance(e, _Terminated) else 130
         except SystemExit as e:  # --help / --version
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
         except BrokenPipeError:  # `qmamba list-models | head`
             return 0
+        except Exception:  # a bug: show it, and still say where it stopped
+            traceback.print_exc()
+            print(f"failed: {progress.where}: an unexpected error (the traceback above; please "
+                  f"report it); {_outputs_note(progress)}", file=sys.stderr)
+            return 1
         finally:
             sys.stderr.flush()
 

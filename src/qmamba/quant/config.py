@@ -175,6 +175,7 @@ class QuantConfig:
                               "(the ptq4vm recipe does)")
         if self.calib_size < 1:
             raise ConfigError(f"calib_size must be at least 1, got {self.calib_size}")
+        check_seed(self.seed)
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"config version {self.version} is not supported (this is {CONFIG_VERSION})")
         self.outlier.validate()
@@ -305,6 +306,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     if isinstance(parsed, list):
         parsed = tuple(parsed)
     return key, parsed
+
+
+MAX_SEED = 2**63 - 1  # what every RNG we seed (torch, NumPy via seed % 2**32, random) accepts
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """A seed is an integer in [0, 2**63 - 1]; ConfigError otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{what} must be an integer in [0, 2**63 - 1], got {seed!r}")
+    return seed
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:

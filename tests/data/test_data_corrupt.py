@@ -1,0 +1,97 @@
+"""Unreadable images: named in the error (also from loader workers), or skipped and
+counted (`readable_indices`, and the pipeline's calibration / evaluation subsets)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qmamba.data import build_eval_dataset, calibration_indices, make_loader
+from qmamba.data.imagefolder import readable_indices
+from qmamba.data.loaders import _unwrap_worker_error
+from qmamba.data.transforms import fashion_mnist_data_config
+from qmamba.errors import DataError
+from qmamba.pipeline import calibration_data, evaluation_data
+
+CFG = fashion_mnist_data_config()  # 1x28x28, 10 classes
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """10 classes x 3 images per split; two corrupt files in train/, one in val/."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(10):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), "L").save(d / f"{i}.png")
+    bad = [root / "train" / "c0" / "1.png", root / "train" / "c5" / "0.png", root / "val" / "c9" / "2.png"]
+    for b in bad:
+        b.write_bytes(b.read_bytes()[:40])  # truncated: the header survives, the pixels do not
+    return root, bad
+
+
+class _Model(torch.nn.Module):
+    pretrained_cfg = default_cfg = CFG
+
+
+def test_readable_indices_keeps_order_and_stops_at_need(folder):
+    root, bad = folder
+    ds = build_eval_dataset(root, "train", CFG)
+    order = calibration_indices(len(ds), len(ds), seed=0)
+    with pytest.warns(UserWarning, match="skipped 2 unreadable"):
+        good, skipped = readable_indices(ds, order)
+    assert sorted(p for p, _ in skipped) == sorted(map(str, bad[:2]))
+    assert good == [i for i in order if ds.samples[i][0] not in {str(b) for b in bad}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first5, _ = readable_indices(ds, order, need=5)
+    assert first5 == good[:5]
+
+
+def test_calibration_skips_and_replaces(folder):
+    root, bad = folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        split = calibration_data(_Model(), "m", root, 28, seed=0, skip_corrupt=True)
+    assert split.num_images == 28 and sorted(split.skipped) == sorted(map(str, bad[:2]))
+    assert split.describe()["skipped_unreadable"]["count"] == 2
+    assert all(torch.isfinite(split.dataset[i][0]).all() for i in range(28))
+    with pytest.raises(DataError, match="only 28 readable images"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calibration_data(_Model(), "m", root, 29, seed=0, skip_corrupt=True)
+
+
+def test_evaluation_skips_and_counts(folder):
+    root, bad = folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        split = evaluation_data(_Model(), "m", root, skip_corrupt=True)
+    assert split.num_images == 29 and split.skipped == [str(bad[2])]
+    without = evaluation_data(_Model(), "m", root)
+    assert without.num_images == 30 and without.skipped is None
+    assert "skipped_unreadable" not in without.describe()
+
+
+def test_worker_error_reaches_the_caller_unwrapped(folder):
+    root, bad = folder
+    ds = build_eval_dataset(root, "val", CFG)
+    with pytest.raises(DataError) as err:
+        for _ in make_loader(ds, batch_size=8, num_workers=1):
+            pass
+    text = str(err.value)
+    assert text.startswith(f"cannot read image '{bad[2]}'") and "Traceback" not in text
+
+
+def test_unwrap_leaves_other_messages_alone():
+    plain = DataError("cannot read image 'x'")
+    assert _unwrap_worker_error(plain) is plain
+    wrapped = DataError("Caught DataError in DataLoader worker process 3.\nOriginal Traceback (most recent "
+                        "call last):\n  File \"x.py\", line 1\nqmamba.errors.DataError: cannot read image 'y'\n")
+    assert str(_unwrap_worker_error(wrapped)) == "cannot read image 'y'"
