@@ -32,6 +32,9 @@ VALUES = {  # values per option name; other options take any of these
     "--settings": ["W4A8", "W8A8", "W1A8", "W4X4", "w6a6", ""],
     "--device": ["cpu", "cuda", "cuda:7", "tpu", "auto", ""],
     "--checkpoint": PATHS, "--data": PATHS, "--quantized": PATHS, "--out": PATHS + ["out", "out/x.json"],
+    "--set": ["calib_size=abc", "seed=-1", "ssm.h_groups=x", "tune.steps=null", "nope=1", "w_bits=3.5",
+              "search.candidates=5", "weight=3", "role_bits={\"ssm.h\": 1}", "act.smoothing_alpha=2",
+              "=", "x", "ssm.h_groups=4", "tune.jlss=true"],
 }
 ANY_VALUE = NUMBERS + PATHS + MODELS[:3]
 COMMANDS = ["quantize", "eval", "analyze", "list-models", "demo", "train"]

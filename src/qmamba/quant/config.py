@@ -14,6 +14,7 @@ from typing import Any
 
 from qmamba.errors import ConfigError
 from qmamba.quant import primitives
+from qmamba.quant.config_types import check_field_types
 from qmamba.quant.point import ALL_ROLES
 from qmamba.quant.recipes_rotation import ROTATION_RECIPES
 
@@ -153,6 +154,7 @@ class QuantConfig:
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"role_bits: unknown role {role!r}.{hint} Known roles: {', '.join(ALL_ROLES)}")
             self.role_bits[role] = validate_bits(bits, f"role_bits[{role!r}]", allow_none=True)
+        check_field_types(self)  # after the bits, which have their own messages
         if (self.w_bits is None) != (self.a_bits is None):
             raise ConfigError("set both w_bits and a_bits, or neither (full precision)")
         _check_choice(self.weight.observer, ("minmax", "mse"), "weight observer")
@@ -168,6 +170,11 @@ class QuantConfig:
             raise ConfigError(f"h_groups must be >= 1 (or 0 for one group per step), got {self.ssm.h_groups}")
         if not 0.0 < self.act.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (0, 100], got {self.act.percentile}")
+        if self.act.smoothing_alpha is not None and not 0.0 <= self.act.smoothing_alpha <= 1.0:
+            raise ConfigError(f"act.smoothing_alpha must be in [0, 1] (or null), got {self.act.smoothing_alpha}")
+        if self.search.samples < 1 or not self.search.candidates or min(self.search.candidates) <= 0:
+            raise ConfigError(f"search: samples must be >= 1 and candidates a non-empty list of clipping "
+                              f"ratios > 0; got {self.search}")
         if self.tune.steps < 0 or self.tune.samples < 1 or not self.tune.lr > 0:
             raise ConfigError(f"tune: steps must be >= 0, samples >= 1 and lr > 0; got {self.tune}")
         if self.tune.jlss and self.act.smoothing_alpha is None:
@@ -278,7 +285,7 @@ class QuantConfig:
                 if bad:
                     raise ConfigError(f"unknown fields in config.{key}: {sorted(bad)}")
                 values = dict(data[key])
-                if key == "search" and "candidates" in values:
+                if key == "search" and isinstance(values.get("candidates"), list | tuple):
                     values["candidates"] = tuple(values["candidates"])
                 data[key] = sub_cls(**values)
         return cls(**data)
