@@ -23,10 +23,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the --eval-limit subset of a folder")
     p.add_argument("--out", metavar="FILE", help="also write the result as JSON")
     add_run_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, distributed=True)  # torchrun: see qmamba.dist
 
 
 def run(args: argparse.Namespace) -> int:
+    from qmamba import dist
     from qmamba.pipeline import run_eval
     from qmamba.report.summary import eval_summary
 
@@ -36,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, eval_limit=args.eval_limit, workers=args.workers, seed=args.seed,
         out=args.out, progress=args.progress, command=command_line(args),
     )
+    if not dist.is_main():  # torchrun: rank 0 reports
+        return 0
     print(eval_summary(report))
     if args.out:
         print(f"written: {args.out}")
