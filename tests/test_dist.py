@@ -169,12 +169,22 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """Run `_worker` on two gloo ranks; (rank 0 results, rank 1 results, output folder)."""
+    """Run `_worker` on two gloo ranks and, meanwhile (rank 1 idles while rank 0
+    calibrates), the single-process `quantize` here; (rank 0 results, rank 1 results,
+    output folder, single-process report)."""
+    from qmamba.pipeline import QuantizeJob, run_quantize
+
     for name in LAUNCH_VARS:
         assert name not in os.environ, f"{name} is set: run the tests without torchrun"
     out = tmp_path_factory.mktemp("ranks")
     ctx = mp.start_processes(_worker, args=(2, (_free_port(), _free_port()), str(out)), nprocs=2,
                              join=False, start_method="spawn")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = run_quantize(QuantizeJob(**QUANTIZE_ARGS, device="cpu"), out / "one").report
+    finally:
+        torch.set_num_threads(threads)
     deadline = time.time() + 300
     while not ctx.join(timeout=5):
         if time.time() > deadline:
@@ -182,11 +192,11 @@ def two_ranks(tmp_path_factory):
                 p.kill()
             pytest.fail("the two ranks did not finish: a failure left one waiting")
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
-    return r0, r1, out
+    return r0, r1, out, one
 
 
 def test_two_ranks_share_results_and_failures(two_ranks):
-    r0, r1, _ = two_ranks
+    r0, r1, _, _ = two_ranks
     assert r0["group"][:3] == [0, 2, True] and r1["group"][:3] == [1, 2, True]
     assert r0["group"][3]["backend"] == "gloo" and r0["group"][3]["world_size"] == 2
     torch.manual_seed(123)
@@ -208,12 +218,10 @@ def test_two_ranks_share_results_and_failures(two_ranks):
     assert r0["closed"] and r1["closed"]
 
 
-def test_two_rank_quantize_is_the_single_process_run(two_ranks, tmp_path):
+def test_two_rank_quantize_is_the_single_process_run(two_ranks):
     """Same FP and quantized counts to the last image, same calibrated model file; only
     rank 0 writes and prints."""
-    from qmamba.pipeline import QuantizeJob, run_quantize
-
-    r0, r1, out = two_ranks
+    r0, r1, out, one = two_ranks
     assert r0["quantize_rc"] == r1["quantize_rc"] == 0
     assert r0["closed_after_cli"] and r1["closed_after_cli"]
     assert "qmamba W4A4" in r0["quantize_stdout"] and r1["quantize_stdout"] == ""
@@ -221,8 +229,6 @@ def test_two_rank_quantize_is_the_single_process_run(two_ranks, tmp_path):
     two = json.loads((out / "two" / "report.json").read_text())
     assert two["distributed"]["world_size"] == 2
 
-    torch.set_num_threads(1)
-    one = run_quantize(QuantizeJob(**QUANTIZE_ARGS, device="cpu"), tmp_path / "one").report
     assert one["distributed"] is None
     for key in ("fp", "quantized"):
         exact = ("top1", "top5", "correct1", "correct5", "num_images")
@@ -230,7 +236,7 @@ def test_two_rank_quantize_is_the_single_process_run(two_ranks, tmp_path):
     assert two["quantized"]["num_images"] == 27  # no padded duplicates
     assert two["points"] == one["points"]  # the same calibration, SQNR included
     assert (out / "two" / "model" / "model.safetensors").read_bytes() == \
-        (tmp_path / "one" / "model" / "model.safetensors").read_bytes()
+        (out / "one" / "model" / "model.safetensors").read_bytes()
 
 
 def test_sum_counts_raises_its_own_error_alone():

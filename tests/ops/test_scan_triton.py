@@ -226,7 +226,6 @@ def test_kernels_compile_for_a_gpu_without_one():
         import triton
         from triton.backends.compiler import GPUTarget
         from triton.compiler import ASTSource
-
         from triton.language.standard import _sum_combine
         from triton.runtime.jit import JITFunction
 
