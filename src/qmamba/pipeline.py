@@ -94,7 +94,14 @@ def versions() -> dict:
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'; under torchrun
+    CUDA means cuda:LOCAL_RANK (`qmamba.dist.place`)."""
+    from qmamba import dist
+
+    return dist.place(_resolve_device(name))
+
+
+def _resolve_device(name: str | None) -> torch.device:
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -323,6 +330,14 @@ def _loader(split: DataSplit, batch_size: int, workers: int):
 
 def evaluate_split(model: nn.Module, split: DataSplit, batch_size: int, device: torch.device,
                    progress: Progress, desc: str, workers: int = 0, batches=None) -> EvalResult:
+    from qmamba import dist
+
+    if batches is None and dist.is_distributed():  # torchrun: this rank's batches, summed counts
+        from qmamba.eval.distributed import evaluate_sharded, shard_sizes
+
+        mine = shard_sizes(split.num_images, batch_size, dist.world_size())[dist.rank()]
+        with progress.stage(desc, total=mine, unit="img") as st:
+            return evaluate_sharded(model, split.dataset, batch_size, device, workers, progress=st.update)
     loader = batches if batches is not None else _loader(split, batch_size, workers)
     with progress.stage(desc, total=split.num_images, unit="img") as st:
         return evaluate(model, loader, device, progress=st.update)
@@ -519,7 +534,8 @@ def save_model_dir(qmodel: nn.Module, outputs: OutputSet, out_dir: Path, name: s
 
 
 def _eval_dict(r: EvalResult) -> dict:
-    return {"top1": r.top1, "top5": r.top5, "num_images": r.num_images,
+    return {"top1": r.top1, "top5": r.top5, "correct1": r.correct1, "correct5": r.correct5,
+            "num_images": r.num_images,
             "seconds": round(r.seconds, 3), "ms_per_image": round(r.ms_per_image, 4)}
 
 
@@ -537,6 +553,8 @@ def run_quantize(job: QuantizeJob, out_dir: str | os.PathLike | None = None,
                  progress: Progress | None = None, command: str | None = None) -> QuantizeResult:
     """Calibrate `job.model` with `job.method`, evaluate FP and quantized, and (with
     `out_dir`) write `out_dir/model/` (save_quantized) and `out_dir/report.json`."""
+    from qmamba import dist
+
     progress = progress or Progress(enabled=False)
     start = time.time()
     config = job.config()  # bits / recipe errors before anything is loaded
@@ -550,8 +568,9 @@ def run_quantize(job: QuantizeJob, out_dir: str | os.PathLike | None = None,
         lm = load_model(job.model, job.checkpoint, job.use_ema, job.allow_unsafe_pickle)
     skip = job.skip_corrupt_images
     with progress.stage("reading the data"):
-        calib = None if config.is_float else calibration_data(lm.model, lm.name, job.data, config.calib_size,
-                                                              config.seed, skip)
+        # torchrun: rank 0 calibrates (see qmamba.dist), so only it reads those images
+        calib = None if config.is_float or not dist.is_main() else calibration_data(
+            lm.model, lm.name, job.data, config.calib_size, config.seed, skip)
         test = evaluation_data(lm.model, lm.name, job.data, job.eval_limit, config.seed, skip)
     with deterministic(config.seed):
         return _quantize_and_report(job, config, lm, calib, test, device, workers, out, progress, command, start)
@@ -560,6 +579,8 @@ def run_quantize(job: QuantizeJob, out_dir: str | os.PathLike | None = None,
 def _quantize_and_report(job: QuantizeJob, config: QuantConfig, lm: LoadedModel, calib: DataSplit | None,
                          test: DataSplit, device: torch.device, workers: int, out: Path | None,
                          progress: Progress, command: str | None, start: float) -> QuantizeResult:
+    from qmamba import dist
+
     model = lm.model.to(device)
     tag = f"{lm.name} {config.recipe} {config.setting}"
 
@@ -567,16 +588,21 @@ def _quantize_and_report(job: QuantizeJob, config: QuantConfig, lm: LoadedModel,
     if config.is_float:
         qmodel, quant, calib_batches = _float_copy(model, config), fp, []
     else:
-        with progress.stage("loading the calibration images", total=calib.num_images, unit="img") as st:
-            calib_batches = []
-            for x, _y in _loader(calib, job.batch_size, workers):
-                calib_batches.append(x)
-                st.update(int(x.shape[0]))
-        calib_batches = calibration_batches(calib_batches, job.batch_size, config)
-        qmodel = calibrate(model, config, calib_batches, device, progress, f"calibrating {tag}")
+        calib_batches = []
+
+        def calibrate_here() -> nn.Module:  # the single process, or rank 0 under torchrun
+            nonlocal calib_batches
+            with progress.stage("loading the calibration images", total=calib.num_images, unit="img") as st:
+                for x, _y in _loader(calib, job.batch_size, workers):
+                    calib_batches.append(x)
+                    st.update(int(x.shape[0]))
+            calib_batches = calibration_batches(calib_batches, job.batch_size, config)
+            return calibrate(model, config, calib_batches, device, progress, f"calibrating {tag}")
+
+        qmodel = dist.from_main(calibrate_here, "calibrating", portable=lambda m: m.cpu()).to(device)
         quant = evaluate_split(qmodel, test, job.batch_size, device, progress, f"evaluating {tag}", workers)
     sqnr, sqnr_n = None, 0
-    if not config.is_float and job.sqnr_images > 0:
+    if not config.is_float and job.sqnr_images > 0 and dist.is_main():
         images = _first_images(calib_batches, job.sqnr_images)
         sqnr_n = sum(int(x.shape[0]) for x in images)
         with progress.stage("measuring SQNR per point"):
@@ -610,10 +636,11 @@ def _quantize_and_report(job: QuantizeJob, config: QuantConfig, lm: LoadedModel,
                  "source": "calibration images" if sqnr is not None else None},
         "device": str(device),
         "batch_size": job.batch_size,
+        "distributed": dist.describe(),
         "versions": versions(),
         "command": command,
     }
-    if out is not None:
+    if out is not None and dist.is_main():
         with progress.stage("saving the quantized model"), OutputSet(progress.outputs_written) as outputs:
             qmodel = qmodel.cpu()  # evaluation is done; the file holds CPU tensors
             report["size"] = save_model_dir(qmodel, outputs, out)
@@ -640,6 +667,7 @@ def run_eval(model: str | None, checkpoint: str | None = None, quantized: str | 
              progress: Progress | None = None, command: str | None = None,
              skip_corrupt_images: bool = False) -> dict:
     """Accuracy of a float model (built-in or --checkpoint) or of a saved quantized model."""
+    from qmamba import dist
     from qmamba.models.registry import resolve_name
 
     progress = progress or Progress(enabled=False)
@@ -678,9 +706,9 @@ def run_eval(model: str | None, checkpoint: str | None = None, quantized: str | 
         result = evaluate_split(net, test, batch_size, dev, progress, f"evaluating {name} {desc['setting']}",
                                 _workers(data, workers))
     report = {**desc, "evaluation": test.describe(), "result": _eval_dict(result), "device": str(dev),
-              "batch_size": batch_size, "wall_seconds": round(time.time() - start, 3),
-              "versions": versions(), "command": command}
-    if out is not None:
+              "batch_size": batch_size, "distributed": dist.describe(),
+              "wall_seconds": round(time.time() - start, 3), "versions": versions(), "command": command}
+    if out is not None and dist.is_main():
         write_json(out, report)
     return report
 

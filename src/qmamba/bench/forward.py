@@ -1,34 +1,46 @@
-"""Model forward benchmark: reference scan, compiled scan, and the no-scan floor.
+"""Model forward benchmark: each scan backend, the no-scan floor, float and quantized.
 
     python -m qmamba.bench forward --model vim_tiny [--batch 8 --threads 2 --repeats 3
-                                   --img-size 224 --quantized qmamba --bits 4 4]
+                                   --img-size 224 --device cpu|cuda
+                                   --backends noop,compiled,reference
+                                   --quantized qmamba --bits 4 4 --out FILE]
 
-Prints one JSON object with milliseconds per image for the model's forward with the
-reference scan, the compiled scan, and the scan replaced by a no-op (`scan_backend
-("noop")`: the time of everything but the scan, the floor a faster scan can approach).
-With `--quantized RECIPE`, the model is also quantized (calibrated on `--calib` random
-images: a timing run, not an accuracy run) and its fake-quantized forward is timed with
-the compiled backend, so the cost of the quantized scan and quantizers can be compared
-with the float forward measured in the same run.
+Prints one JSON object (and writes it to --out) with milliseconds per image and images
+per second of the model's forward with each scan backend; `noop` replaces the scan by
+zeros (`scan_backend("noop")`: the time of everything but the scan, the floor a faster
+scan can approach). Default backends: noop, compiled and reference on CPU; noop, triton
+and reference on CUDA (times after torch.cuda.synchronize()). With `--quantized RECIPE`
+the model is also quantized (calibrated on `--calib` random images: a timing run, not an
+accuracy run) and its fake-quantized forward is timed with every backend but noop.
+`--skip-reference` drops the slow reference loop.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 
 
-def _time(fn, repeats: int) -> list[float]:
-    fn()  # warm-up (and the compiled extension's build on first use)
+def _time(fn, repeats: int, device: torch.device) -> list[float]:
+    from qmamba.bench.scan import _sync
+
+    fn()  # warm-up (and the compiled extension's build / the Triton compile on first use)
     out = []
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         fn()
+        _sync(device)
         out.append(time.perf_counter() - t0)
     return out
+
+
+def _record(result: dict, key: str, times: list[float], batch: int) -> None:
+    result[f"{key}_ms_per_image"] = 1000 * min(times) / batch
+    result[f"{key}_median_ms_per_image"] = 1000 * statistics.median(times) / batch
+    result[f"{key}_images_per_s"] = batch / statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,55 +51,82 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--backends", default=None,
+                        help="comma-separated scan backends (default: noop, compiled, reference on "
+                             "CPU; noop, triton, reference on CUDA)")
     parser.add_argument("--skip-reference", action="store_true", help="the reference scan is slow at 224")
     parser.add_argument("--quantized", default=None, help="also time this recipe's fake-quantized model")
     parser.add_argument("--bits", type=int, nargs=2, default=(4, 4), metavar=("W", "A"))
     parser.add_argument("--calib", type=int, default=8, help="random calibration images (timing only)")
+    parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
     args = parser.parse_args(argv)
 
     import qmamba
     from qmamba import ops
+    from qmamba.bench.scan import _sync, bench_device, parse_backends, write_report
 
     torch.set_num_threads(args.threads)
+    device = bench_device(args.device)
+    if args.backends is None:
+        backends = ["noop", *parse_backends(None, device)[::-1]]  # noop, fast, reference
+    else:
+        backends = parse_backends(args.backends, device)
+    if args.skip_reference:
+        backends = [b for b in backends if b != "reference"]
     torch.manual_seed(0)
     kwargs = {} if args.img_size is None else {"img_size": args.img_size}
-    model = qmamba.create_model(args.model, **kwargs).eval()
+    model = qmamba.create_model(args.model, **kwargs).eval().to(device)
     c, h, w = model.default_cfg["input_size"]
-    x = torch.randn(args.batch, c, h, w)
+    if args.img_size is not None:
+        h = w = args.img_size
+    x = torch.randn(args.batch, c, h, w, device=device)
 
-    def run():
-        with torch.no_grad():
-            model(x)
+    def timed(net):
+        def run():
+            with torch.no_grad():
+                net(x)
+        return run
 
     result = {"config": {**vars(args), "bits": list(args.bits), "input": [args.batch, c, h, w],
+                         "backends": backends, "device": str(device),
+                         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                          "torch": torch.__version__}}
-    backends = ["noop", "compiled"] + ([] if args.skip_reference else ["reference"])
     for backend in backends:
         with ops.scan_backend(backend):
-            times = _time(run, args.repeats)
-        result[f"{backend}_ms_per_image"] = 1000 * min(times) / args.batch
-        result[f"{backend}_median_ms_per_image"] = 1000 * statistics.median(times) / args.batch
-    result["compiled_over_floor"] = result["compiled_ms_per_image"] / result["noop_ms_per_image"]
-    if "reference_ms_per_image" in result:
-        result["reference_over_compiled"] = result["reference_ms_per_image"] / result["compiled_ms_per_image"]
+            _record(result, backend, _time(timed(model), args.repeats, device), args.batch)
+    fast = [b for b in backends if b not in ("noop", "reference")]
+    if "noop" in backends:
+        for b in fast:
+            result[f"{b}_over_floor"] = result[f"{b}_ms_per_image"] / result["noop_ms_per_image"]
+    if "reference" in backends:
+        for b in fast:
+            result[f"reference_over_{b}"] = result["reference_ms_per_image"] / result[f"{b}_ms_per_image"]
 
     if args.quantized:
         from qmamba.quant.calibrate import quantize
         from qmamba.quant.config import QuantConfig
 
-        calib = [(torch.randn(min(8, args.calib - i), c, h, w), None) for i in range(0, args.calib, 8)]
+        g = torch.Generator().manual_seed(1)
+        calib = [(torch.randn(min(8, args.calib - i), c, h, w, generator=g).to(device), None)
+                 for i in range(0, args.calib, 8)]
         cfg = QuantConfig.from_recipe(args.quantized, *args.bits, calib_size=args.calib)
         t0 = time.perf_counter()
         qmodel = quantize(model, cfg, calib)
+        _sync(device)
         result["quantize_seconds"] = time.perf_counter() - t0
-
-        def run_q():
-            with torch.no_grad():
-                qmodel(x)
-
-        with ops.scan_backend("compiled"):
-            times = _time(run_q, args.repeats)
-        result["quantized_compiled_ms_per_image"] = 1000 * min(times) / args.batch
-        result["quantized_over_float"] = result["quantized_compiled_ms_per_image"] / result["compiled_ms_per_image"]
-    print(json.dumps(result, indent=2))
+        for backend in backends:
+            if backend == "noop":  # the quantized scan has no no-op: it is the scan under test
+                continue
+            with ops.scan_backend(backend):
+                _record(result, f"quantized_{backend}", _time(timed(qmodel), args.repeats, device), args.batch)
+            if backend in fast:
+                result[f"quantized_over_float_{backend}"] = (
+                    result[f"quantized_{backend}_ms_per_image"] / result[f"{backend}_ms_per_image"])
+        if "reference" in backends:
+            for b in fast:
+                result[f"quantized_reference_over_{b}"] = (
+                    result["quantized_reference_ms_per_image"] / result[f"quantized_{b}_ms_per_image"])
+    write_report(result, args.out)
     return 0
+

@@ -23,10 +23,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the --eval-limit subset of a folder")
     p.add_argument("--out", metavar="FILE", help="also write the result as JSON")
     add_run_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, distributed=True)  # torchrun: see qmamba.dist
 
 
 def run(args: argparse.Namespace) -> int:
+    from qmamba import dist
     from qmamba.pipeline import run_eval
     from qmamba.report.summary import eval_summary
 
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, progress=args.progress, command=command_line(args),
         skip_corrupt_images=args.skip_corrupt_images,
     )
+    if not dist.is_main():  # torchrun: rank 0 reports
+        return 0
     print(eval_summary(report))
     if args.out:
         print(f"written: {args.out}")

@@ -29,10 +29,11 @@ def register(subparsers) -> None:
                         "--set tune.jlss=true (PTQ4VM's block-wise tuning), --set ssm.h_groups=4, "
                         "--set 'role_bits={\"ssm.h\": 8}'; report.json records the result")
     add_run_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, distributed=True)  # torchrun: see qmamba.dist
 
 
 def run(args: argparse.Namespace) -> int:
+    from qmamba import dist
     from qmamba.pipeline import QuantizeJob, run_quantize
     from qmamba.report.summary import quantize_summary
 
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     config = job.config()  # validate bits / recipe before choosing the folder name
     out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{config.recipe}-{config.setting}"
     result = run_quantize(job, out, args.progress, command_line(args))
+    if not dist.is_main():  # torchrun: rank 0 reports
+        return 0
     print(quantize_summary(result.report))
     print(f"  report      : {out / 'report.json'}")
     return 0

@@ -1,4 +1,5 @@
-"""`qmamba train`: train a model on Fashion-MNIST (CPU) and save a safetensors checkpoint.
+"""`qmamba train`: train a model on Fashion-MNIST (CPU, or --device cuda) and save a
+safetensors checkpoint.
 
 Made the shipped built-in weights (see qmamba/assets/models/README.md); works for any
 registered model name, built with `--img-size/--in-chans/--num-classes` (Fashion-MNIST
@@ -57,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train on N training images drawn with --seed (quick runs)")
     parser.add_argument("--test-subset", type=_positive_int, default=None, metavar="N",
                         help="evaluate on the first N test images only")
+    parser.add_argument("--device", default="cpu", metavar="DEV",
+                        help="cpu (default: the shipped weights were trained there), cuda, "
+                             "cuda:N or auto")
     parser.add_argument("--threads", type=_positive_int, default=1,
                         help="torch intra-op threads (on a busy shared machine 1 is fastest)")
     parser.add_argument("--img-size", type=_positive_int, default=28,
@@ -117,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     from qmamba.quant.config import check_seed
 
     check_seed(args.seed, "--seed")
+    from qmamba.pipeline import resolve_device
+
+    args.device = resolve_device(getattr(args, "device", "cpu"))  # no CUDA: a ConfigError now
     saved_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -145,7 +152,7 @@ def _train_and_save(args: argparse.Namespace, name: str, out: str) -> int:
     if args.test_subset is not None:
         test_set = Subset(test_set, list(range(min(args.test_subset, len(test_set)))))
 
-    if not backend.compiled_available():
+    if args.device.type == "cpu" and not backend.compiled_available():
         print(f"warning: the compiled selective scan is unavailable ({backend.build_error()}); "
               "training uses the reference scan and is much slower", file=sys.stderr, flush=True)
 
@@ -169,8 +176,9 @@ def _train_and_save(args: argparse.Namespace, name: str, out: str) -> int:
         model, train_set, test_set, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         augment=not args.no_augment, progress=not args.no_progress, log=log,
-        warmup_epochs=args.warmup_epochs,
+        warmup_epochs=args.warmup_epochs, device=args.device,
     )
+    model.cpu()  # the checkpoint holds CPU tensors
     seconds = time.time() - t0
     top1 = history["final_test_top1"]
     metadata = {
@@ -186,6 +194,7 @@ def _train_and_save(args: argparse.Namespace, name: str, out: str) -> int:
         "weight_decay": args.weight_decay,
         "augment": not args.no_augment,
         "threads": args.threads,
+        "device": str(args.device),
         "train_seconds": round(seconds, 1),
         "command": command,
         "parameters": n_params,

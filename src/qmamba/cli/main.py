@@ -143,6 +143,32 @@ def _outputs_note(progress) -> str:
     return "no output was written"
 
 
+def _distributed(args: argparse.Namespace):
+    """The torchrun process group around a command that supports it (quantize, eval:
+    `set_defaults(distributed=True)`); other commands refuse to run under torchrun."""
+    from qmamba import dist
+
+    if dist.launch_env() is None:
+        return contextlib.nullcontext()
+    if not getattr(args, "distributed", False):
+        raise UsageError(f"`qmamba {args.command}` runs as one process: start it without torchrun "
+                         "(torchrun is supported by quantize and eval)")
+    from qmamba.pipeline import resolve_device
+
+    return dist.session(resolve_device(getattr(args, "device", None)))
+
+
+def _error_prefix() -> str:
+    """'error' or, under torchrun, 'error (rank N)': every rank prints its own line."""
+    from qmamba import dist
+
+    try:
+        env = dist.launch_env()
+    except QMambaError:
+        env = None
+    return "error" if env is None else f"error (rank {env.rank})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from qmamba.report.progress import Progress
 
@@ -159,13 +185,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, "func", None) is None:
                 parser.print_help(sys.stderr)
                 return 2
-            progress = Progress(enabled=not getattr(args, "no_progress", False))
+            from qmamba import dist
+
+            # under torchrun only rank 0 draws bars (and prints results)
+            progress = Progress(enabled=not getattr(args, "no_progress", False) and dist.is_main())
             args.progress = progress
             args.argv = argv
-            with _sigterm_unwinds(), _torch_threads(getattr(args, "threads", None)):
+            with _sigterm_unwinds(), _torch_threads(getattr(args, "threads", None)), _distributed(args):
                 return int(args.func(args) or 0)
         except QMambaError as e:
-            print(f"error: {_one_line(str(e))}", file=sys.stderr)
+            print(f"{_error_prefix()}: {_one_line(str(e))}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as e:
             what = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"

@@ -7,7 +7,7 @@ says which batch and the first layer where NaN/inf appear (`nonfinite.py`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -59,6 +59,35 @@ def count_correct(logits: torch.Tensor, target: torch.Tensor) -> tuple[int, int]
 
 
 @torch.no_grad()
+def count_hits(
+    model: nn.Module,
+    loader,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+    batch_numbers: Sequence[int] | None = None,
+) -> tuple[int, int, int]:
+    """(correct top-1, correct top-5, images) of `model` on `loader`'s batches.
+
+    `batch_numbers`: the numbers the error messages give the batches (a rank of a sharded
+    evaluation runs batches r, r + K, ...); default 0, 1, 2, ...
+    """
+    model.eval()
+    correct1 = correct5 = n = 0
+    for batch_index, (x, y) in enumerate(loader):
+        x, y = x.to(device), y.to(device)
+        logits = _forward_splitting(model, x)
+        if not torch.isfinite(logits).all():
+            number = batch_numbers[batch_index] if batch_numbers is not None else batch_index
+            raise nonfinite_error(model, x, number, n)
+        c1, c5 = count_correct(logits, y)
+        correct1 += c1
+        correct5 += c5
+        n += int(y.shape[0])
+        if progress is not None:
+            progress(int(y.shape[0]))
+    return correct1, correct5, n
+
+
 def evaluate(
     model: nn.Module,
     loader,
@@ -66,20 +95,12 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Accuracy of `model` on `loader` (batches of (images, labels))."""
-    model.eval()
-    correct1 = correct5 = n = 0
     start = time.time()
-    for batch_index, (x, y) in enumerate(loader):
-        x, y = x.to(device), y.to(device)
-        logits = _forward_splitting(model, x)
-        if not torch.isfinite(logits).all():
-            raise nonfinite_error(model, x, batch_index, n)
-        c1, c5 = count_correct(logits, y)
-        correct1 += c1
-        correct5 += c5
-        n += int(y.shape[0])
-        if progress is not None:
-            progress(int(y.shape[0]))
+    correct1, correct5, n = count_hits(model, loader, device, progress)
+    return make_result(correct1, correct5, n, time.time() - start)
+
+
+def make_result(correct1: int, correct5: int, n: int, seconds: float) -> EvalResult:
     if n == 0:
         raise QMambaError("the evaluation data is empty")
-    return EvalResult(100.0 * correct1 / n, 100.0 * correct5 / n, correct1, correct5, n, time.time() - start)
+    return EvalResult(100.0 * correct1 / n, 100.0 * correct5 / n, correct1, correct5, n, seconds)

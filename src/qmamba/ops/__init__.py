@@ -7,7 +7,8 @@
   b_includes_u=True, collect_stats=False) -> (y, stats)`: the recurrence with in-loop
   quantizers (`ScanPointQuant`), y = C . h only (docs/design.md, "Scan boundary").
 - Backends: "reference" (PyTorch loop, the oracle), "compiled" (C++ CPU kernel, built on
-  first use), "auto" (default). `with scan_backend("reference"): ...` forces one.
+  first use), "triton" (GPU kernels, forward only), "auto" (default: compiled on CPU,
+  triton on CUDA). `with scan_backend("reference"): ...` forces one (backend.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from qmamba.ops.backend import compiled_available, get_scan_backend, scan_backen
 from qmamba.ops.scan_compiled import quantized_scan_compiled, selective_scan_compiled
 from qmamba.ops.scan_quant_spec import GRID_KINDS, ScanPointQuant, apply_scan_quant
 from qmamba.ops.scan_reference import quantized_scan_reference, selective_scan_reference
+from qmamba.ops.scan_triton import quantized_scan_triton, selective_scan_triton
 
 __all__ = [
     "GRID_KINDS",
@@ -44,12 +46,30 @@ def selective_scan(
     return_last_state: bool = False,
 ):
     """out (b, d, l) in u's dtype, or (out, last_state (b, d, n)) with return_last_state."""
-    chosen = backend.resolve(u, delta, A, B, C, D, z, delta_bias)
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    chosen = backend.resolve(*inputs, needs_grad=needs_grad)
     if chosen == "noop":  # benchmark floor: no recurrence at all
         out = torch.zeros_like(u)
         return (out, u.new_zeros(u.shape[0], u.shape[1], A.shape[1])) if return_last_state else out
-    impl = selective_scan_compiled if chosen == "compiled" else selective_scan_reference
-    return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    impl = {"compiled": selective_scan_compiled, "triton": selective_scan_triton}.get(
+        chosen, selective_scan_reference)
+    return _run(chosen, impl, selective_scan_reference,
+                (*inputs, delta_softplus, return_last_state))
+
+
+def _run(chosen: str, impl, reference, args):
+    """impl(*args); under "auto", a failed Triton launch (a compiler or driver problem,
+    not bad inputs or memory) falls back to the reference once and for all."""
+    if chosen != "triton" or backend.get_scan_backend() != "auto":
+        return impl(*args)
+    try:
+        return impl(*args)
+    except (ValueError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:
+        backend.triton_failed(exc)
+        return reference(*args)
 
 
 def quantized_scan(
@@ -70,9 +90,8 @@ def quantized_scan(
     (l, d, n) float32 min / max over the batch of A_bar (before Q_A), the input of Q_B and
     h (before Q_h): `A_min, A_max, B_min, B_max, h_min, h_max`.
     """
-    impl = (
-        quantized_scan_compiled
-        if backend.resolve(u, delta, A, B, C) == "compiled"
-        else quantized_scan_reference
-    )
-    return impl(u, delta, A, B, C, a_quant, b_quant, h_quant, b_includes_u, collect_stats)
+    chosen = backend.resolve(u, delta, A, B, C)
+    impl = {"compiled": quantized_scan_compiled, "triton": quantized_scan_triton}.get(
+        chosen, quantized_scan_reference)
+    return _run(chosen, impl, quantized_scan_reference,
+                (u, delta, A, B, C, a_quant, b_quant, h_quant, b_includes_u, collect_stats))

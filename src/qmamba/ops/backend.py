@@ -6,10 +6,14 @@ Backends:
                torch.utils.cpp_extension.load (ninja) and cached in torch's extensions
                directory (TORCH_EXTENSIONS_DIR). The extension name carries a hash of the
                source, the flags and the torch version, so an edited source rebuilds.
+  "triton":    the Triton kernels (scan_triton.py), forward only: CUDA tensors, or CPU
+               tensors through Triton's interpreter when TRITON_INTERPRET=1 (tests).
   "noop":      benchmarks only: the float scan returns zeros of the output's shape, so
                a model forward measures everything but the scan (the floor).
   "auto":      (default) compiled for CPU tensors when the extension builds, reference
-               for CUDA tensors or when the build failed (one warning naming the reason).
+               when the build failed (one warning naming the reason); for CUDA tensors
+               triton, or reference when gradients are needed (the Triton scan is
+               forward-only) or when Triton failed once (one warning naming the reason).
 
 `with scan_backend("reference"): ...` forces a backend for the calls inside the block
 (a context variable, so it is per thread / per task).
@@ -26,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-BACKENDS = ("auto", "reference", "compiled", "noop")
+BACKENDS = ("auto", "reference", "compiled", "triton", "noop")
 
 CSRC = Path(__file__).resolve().parent / "csrc" / "selective_scan.cpp"
 # -O3, no -march=native (the CI machine may differ), no -ffast-math (exactness);
@@ -47,7 +51,7 @@ def _check_name(name: str) -> str:
 
 @contextlib.contextmanager
 def scan_backend(name: str):
-    """Force the scan backend ("reference", "compiled" or "auto") inside the block."""
+    """Force the scan backend ("reference", "compiled", "triton" or "auto") inside the block."""
     token = _current.set(_check_name(name))
     try:
         yield name
@@ -56,7 +60,8 @@ def scan_backend(name: str):
 
 
 def get_scan_backend() -> str:
-    """The backend requested for this context: "auto", "reference" or "compiled"."""
+    """The backend requested for this context: "auto", "reference", "compiled", "triton"
+    or "noop"."""
     return _current.get()
 
 
@@ -151,14 +156,50 @@ def _reset_for_tests() -> None:
         _state.warned = False
 
 
-def resolve(*tensors: torch.Tensor | None) -> str:
-    """The backend ("reference" or "compiled") that runs a scan on these tensors."""
+class _TritonState:
+    def __init__(self):
+        self.error: str | None = None  # why auto stopped using Triton (a failed launch)
+
+
+_triton = _TritonState()
+
+
+def triton_failed(exc: BaseException) -> None:
+    """A Triton launch failed under "auto": warn once and use the reference from now on."""
+    if _triton.error is None:
+        _triton.error = _reason(exc)
+        warnings.warn(
+            f"qmamba.ops: the Triton selective scan failed ({_triton.error}); using the slow "
+            "reference scan for CUDA tensors instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def triton_error() -> str | None:
+    """Why "auto" no longer uses Triton (None if it never failed)."""
+    return _triton.error
+
+
+def resolve(*tensors: torch.Tensor | None, needs_grad: bool = False) -> str:
+    """The backend ("reference", "compiled", "triton" or "noop") that runs a scan on these
+    tensors; `needs_grad`: the caller needs autograd through the scan."""
     name = get_scan_backend()
     on_cpu = all(t.device.type == "cpu" for t in tensors if t is not None)
     if name == "noop":
         return "noop"
     if name == "reference":
         return "reference"
+    if name == "triton":
+        from qmamba.ops.scan_triton import unavailable_reason
+
+        reason = unavailable_reason(*tensors)
+        if reason is not None:
+            raise RuntimeError(f"the Triton selective scan cannot run here: {reason}")
+        if needs_grad:
+            raise RuntimeError("the Triton selective scan is forward-only: use the reference "
+                               "(or, on CPU, the compiled) backend where gradients are needed")
+        return "triton"
     if name == "compiled":
         if not on_cpu:
             raise RuntimeError("the compiled selective scan runs on CPU tensors only")
@@ -167,7 +208,11 @@ def resolve(*tensors: torch.Tensor | None) -> str:
         return "compiled"
     # auto
     if not on_cpu:
-        return "reference"
+        if needs_grad or _triton.error is not None:
+            return "reference"
+        from qmamba.ops.scan_triton import unavailable_reason
+
+        return "triton" if unavailable_reason(*tensors) is None else "reference"
     if load_extension() is None:
         if not _state.warned:
             _state.warned = True

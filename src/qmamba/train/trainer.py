@@ -146,8 +146,9 @@ def train(
     clip_grad: float | None = 1.0,
     eval_batch_size: int = 256,
     max_steps: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
-    """Train `model` in place (CPU) and return its history.
+    """Train `model` in place (on `device`, CPU by default) and return its history.
 
     Args:
         train_dataset / test_dataset: items (image (C, H, W) float tensor, label int);
@@ -159,6 +160,10 @@ def train(
         progress: a tqdm bar per epoch. log: receives one line per epoch (None: silent).
         warmup_epochs: length of the linear warmup (default: 5% of the run, at most 1 epoch).
         max_steps: stop after this many optimizer steps in total (tests, quick checks).
+        device: where the model and the batches go (the model is moved there); the
+            shuffling and the augmentation stay on the CPU, so their draws do not depend
+            on it. On CUDA the scan's backward runs the reference loop (the Triton scan is
+            forward-only).
 
     Returns:
         {'loss': [mean training loss per epoch], 'train_top1': [...], 'test_top1': [...],
@@ -183,6 +188,7 @@ def train(
     start = time.time()
     with _Deterministic():
         seed_everything(seed)
+        model.to(device)
         # drop the last partial batch: it would get a full-size step from a few images
         drop_last = len(train_dataset) > batch_size
         loader = _loader(train_dataset, batch_size, shuffle=True, seed=seed, drop_last=drop_last)
@@ -220,6 +226,7 @@ def train(
                     break
                 if augment:
                     x = augment_batch(x, aug_gen)
+                x, y = x.to(device), y.to(device)
                 logits = model(x)
                 loss = criterion(logits, y)
                 if not torch.isfinite(loss):
@@ -248,7 +255,7 @@ def train(
             line = (f"epoch {epoch + 1}/{epochs}: train loss {history['loss'][-1]:.4f}, "
                     f"train top-1 {history['train_top1'][-1]:.2f}%")
             if test_loader is not None:
-                res = evaluate(model, test_loader)
+                res = evaluate(model, test_loader, device)
                 history["test_top1"].append(res.top1)
                 history["test_top5"].append(res.top5)
                 line += f", test top-1 {res.top1:.2f}% top-5 {res.top5:.2f}%"

@@ -1,0 +1,60 @@
+"""The benchmarks' --device / --backends / --out options (tiny sizes: the code paths, not
+the timings)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from qmamba.bench.__main__ import main
+
+TINY_SCAN = ["scan", "--batch", "2", "--dim", "4", "--length", "5", "--state", "3", "--threads", "1",
+             "--repeats", "1"]
+
+
+def test_scan_backends_and_out_file(tmp_path, capsys):
+    out = tmp_path / "results" / "scan.json"
+    assert main([*TINY_SCAN, "--backends", "reference,compiled", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report == json.loads(capsys.readouterr().out)
+    assert report["config"]["backends"] == ["reference", "compiled"] and report["config"]["device"] == "cpu"
+    for section in ("float_forward", "quantized_forward"):
+        r = report[section]
+        assert r["compiled_images_per_s"] > 0 and r["compiled_speedup"] == r["speedup"] > 0
+        assert r["compiled_max_abs_diff"] < 1e-4
+
+
+def test_scan_with_triton_through_the_interpreter(monkeypatch, capsys):
+    from qmamba.ops import scan_triton
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    try:
+        scan_triton.kernels(True)
+    except ImportError as e:
+        pytest.skip(f"no Triton: {e}")
+    before = scan_triton.LAUNCHES[("quant_scan_fwd_kernel", "interpreted")]
+    assert main([*TINY_SCAN, "--backends", "reference,triton"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["float_forward"]["triton_max_abs_diff"] < 1e-5
+    assert report["quantized_forward"]["triton_max_abs_diff"] < 1e-5
+    # warm-up + 1 repeat of the quantized scan
+    assert scan_triton.LAUNCHES[("quant_scan_fwd_kernel", "interpreted")] == before + 2
+
+
+def test_forward_backends(capsys):
+    assert main(["forward", "--model", "vim_fmnist", "--batch", "2", "--repeats", "1", "--threads", "1",
+                 "--backends", "noop,compiled"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["backends"] == ["noop", "compiled"]
+    assert report["compiled_images_per_s"] > 0 and report["compiled_over_floor"] > 0
+    assert "reference_ms_per_image" not in report
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+@pytest.mark.parametrize("command", ["scan", "forward"])
+def test_cuda_without_a_gpu_and_bad_backend(command):
+    with pytest.raises(SystemExit, match="CUDA is not available"):
+        main([command, "--device", "cuda"])
+    with pytest.raises(SystemExit, match="unknown scan backend 'fast'"):
+        main([command, "--backends", "reference,fast"])
