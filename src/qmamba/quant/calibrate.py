@@ -497,7 +497,7 @@ def _search_block(block, plans, config, directions, inputs, targets) -> None:
                 continue
             p.point.quantizer = _build(p, config, directions, clip)
             loss = _block_loss(block, inputs, targets)
-            if loss < best_loss:
+            if loss < best_loss * (1.0 - config.search.min_gain):
                 best_clip, best_loss, best_q = clip, loss, p.point.quantizer
         p.point.quantizer = best_q
         p.info["clip"] = best_clip

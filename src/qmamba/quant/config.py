@@ -80,6 +80,10 @@ class SearchConfig:
     enabled: bool = False
     candidates: tuple[float, ...] = (1.0, 0.85, 0.7, 0.55)
     samples: int = 32  # calibration images used for the search
+    # a clipped candidate replaces the current best only if it lowers the block-output MSE
+    # by more than this fraction: with few search images, tiny "gains" are noise (on
+    # vim_fmnist W8A8 with 8 search images: 89.4 without, 90.1 with 0.02; FP 90.3)
+    min_gain: float = 0.02
 
 
 @dataclass
@@ -180,6 +184,8 @@ class QuantConfig:
         if self.tune.jlss and self.act.smoothing_alpha is None:
             raise ConfigError("tune.jlss tunes the smoothing factors: set act.smoothing_alpha "
                               "(the ptq4vm recipe does)")
+        if not 0.0 <= self.search.min_gain < 1.0:
+            raise ConfigError(f"search.min_gain must be in [0, 1), got {self.search.min_gain}")
         if self.calib_size < 1:
             raise ConfigError(f"calib_size must be at least 1, got {self.calib_size}")
         check_seed(self.seed)
