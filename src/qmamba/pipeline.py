@@ -58,6 +58,8 @@ __all__ = [
     "DEMO_SEARCH_SAMPLES",
     "DEMO_THREADS",
     "DEMO_SETTINGS",
+    "DEMO_LITERATURE_SETTINGS",
+    "LITERATURE_RECIPES",
     "DataSplit",
     "DemoJob",
     "LoadedModel",
@@ -76,6 +78,9 @@ __all__ = [
 
 BUILTIN_DATA = "built-in Fashion-MNIST"
 DEMO_SETTINGS = ("W8A8", "W6A6", "W4A8", "W4A6", "W4A4")
+# The baselines from the literature run at fewer settings by default, to keep the demo short.
+LITERATURE_RECIPES = ("ptq4vit", "repq_vit", "quamba", "mambaquant", "qvlm")
+DEMO_LITERATURE_SETTINGS = ("W8A8", "W4A8", "W4A4")
 # Measured so that `make demo` (2 models x 7 recipes x 5 settings) stays within 20 minutes
 # on 2 CPU cores: see README.md, "Demo".
 DEMO_EVAL_LIMIT = 1000
@@ -719,6 +724,8 @@ class DemoJob:
     models: Sequence[str] | None = None  # None: every built-in model
     recipes: Sequence[str] = RECIPES
     settings: Sequence[str] = DEMO_SETTINGS
+    # the settings of the LITERATURE_RECIPES; None: the same as every other recipe
+    literature_settings: Sequence[str] | None = DEMO_LITERATURE_SETTINGS
     eval_limit: int | None = DEMO_EVAL_LIMIT  # None or 0: the whole test set
     calib_size: int = DEMO_CALIB_SIZE
     seed: int = 0
@@ -731,6 +738,14 @@ class DemoJob:
         if self.search_samples is not None and cfg.search.enabled:
             cfg = cfg.replace(**{"search.samples": self.search_samples})
         return cfg
+
+    def runs_setting(self, recipe: str, setting: str) -> bool:
+        """Whether the demo runs `recipe` at `setting` (the literature baselines: only at
+        `literature_settings`, when given)."""
+        if recipe not in LITERATURE_RECIPES or self.literature_settings is None:
+            return True
+        wanted = {"W{}A{}".format(*parse_setting(t)) for t in self.literature_settings}
+        return setting in wanted
 
     def plan(self) -> tuple[list[str], list[str], list[tuple[str, int, int]]]:
         """(models, recipes, [(setting, w, a)]) with every name and bit width checked."""
@@ -783,7 +798,8 @@ def run_demo(job: DemoJob, out_dir: str | os.PathLike, progress: Progress | None
     limit = job.eval_limit or None
     out = check_out_dir(out_dir, ["results.json", "results.md", "accuracy_vs_bits.png"])
     quant_recipes = [r for r in recipes if r != "fp"]
-    configs = {(r, s): job.config(r, w, a) for r in quant_recipes for s, w, a in settings}
+    configs = {(r, s): job.config(r, w, a) for r in quant_recipes for s, w, a in settings
+               if job.runs_setting(r, s)}
     total_runs = len(models) * (1 + len(configs))
     rows: list[dict] = []
     model_info: dict[str, dict] = {}

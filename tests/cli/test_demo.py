@@ -50,3 +50,12 @@ def test_demo_rejects_non_builtin_model(tiny_builtin, run_cli, tmp_path):
     rc, _, err = run_cli("demo", "--out", tmp_path / "d", "--models", "vim_tiny", "--no-progress")
     assert rc == 2 and "built-in" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_literature_baselines_run_at_their_own_settings_unless_settings_are_given():
+    from qmamba.pipeline import DemoJob
+
+    job = DemoJob()
+    assert job.runs_setting("quamba", "W4A4") and not job.runs_setting("quamba", "W6A6")
+    assert job.runs_setting("qmamba", "W6A6")
+    assert DemoJob(literature_settings=None).runs_setting("quamba", "W6A6")

@@ -8,9 +8,11 @@ from qmamba.cli import command_line
 from qmamba.pipeline import (
     DEMO_CALIB_SIZE,
     DEMO_EVAL_LIMIT,
+    DEMO_LITERATURE_SETTINGS,
     DEMO_SEARCH_SAMPLES,
     DEMO_SETTINGS,
     DEMO_THREADS,
+    LITERATURE_RECIPES,
 )
 from qmamba.quant.config import RECIPES
 
@@ -26,8 +28,10 @@ def register(subparsers) -> None:
     p.add_argument("--models", nargs="+", metavar="NAME", help="built-in models (default: all)")
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), metavar="R",
                    help=f"default: {' '.join(RECIPES)}")
-    p.add_argument("--settings", nargs="+", default=list(DEMO_SETTINGS), metavar="WxAy",
-                   help=f"default: {' '.join(DEMO_SETTINGS)}")
+    p.add_argument("--settings", nargs="+", default=None, metavar="WxAy",
+                   help=f"default: {' '.join(DEMO_SETTINGS)}, and for the baselines from the literature "
+                        f"({' '.join(LITERATURE_RECIPES)}) {' '.join(DEMO_LITERATURE_SETTINGS)}; "
+                        "given, every recipe runs at these")
     p.add_argument("--eval-limit", type=int, default=DEMO_EVAL_LIMIT, metavar="N",
                    help=f"evaluate on the first N built-in test images (default {DEMO_EVAL_LIMIT}; "
                         "0 = all 10,000)")
@@ -53,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         from qmamba.errors import ConfigError
 
         raise ConfigError(f"--eval-limit must be >= 0 (0 = all test images), got {args.eval_limit}")
-    job = DemoJob(models=args.models, recipes=args.recipes, settings=args.settings,
+    given = args.settings is not None
+    job = DemoJob(models=args.models, recipes=args.recipes, settings=args.settings if given else DEMO_SETTINGS,
+                  literature_settings=None if given else DEMO_LITERATURE_SETTINGS,
                   eval_limit=args.eval_limit or None, calib_size=args.calib_size, seed=args.seed,
                   batch_size=args.batch_size, device=args.device,
                   search_samples=args.search_samples)
