@@ -216,6 +216,11 @@ class VimBlock(nn.Module):
         normed = self.norm(residual.to(self.norm.weight.dtype))  # (B, L, D)
         return self.mixer(normed), residual
 
+    def norm_linear_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(norm, linear) pairs whose linear input point sees exactly the norm's output
+        (scale reparameterization folds per-channel factors across them)."""
+        return [(self.norm, self.mixer.in_proj)]
+
 
 class VisionMamba(nn.Module):
     """Vim with a middle class token, absolute position embedding and the bi-mamba v2 mixer."""

@@ -214,6 +214,10 @@ class SS2D(nn.Module):
         y = self.out_norm(self.forward_core(x))  # (B, E, H, W)
         return self.out_proj(y)  # (B, C, H, W)
 
+    def norm_linear_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """v05_noz: out_norm feeds out_proj directly (v0 gates in between: no pair)."""
+        return [] if self.has_z else [(self.out_norm, self.out_proj)]
+
 
 # ------------------------------------------------------------------------ block, MLP
 class Mlp(nn.Module):
@@ -262,6 +266,14 @@ class VSSBlock(nn.Module):
             x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
 
+    def norm_linear_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(norm, linear) pairs whose linear input point sees exactly the norm's output:
+        norm -> op.in_proj, the SS2D's own pairs, norm2 -> mlp.fc1."""
+        pairs = [(self.norm, self.op.in_proj), *self.op.norm_linear_pairs()]
+        if self.mlp_branch:
+            pairs.append((self.norm2, self.mlp.fc1))
+        return pairs
+
 
 # -------------------------------------------------------------- stems and downsampling
 class PatchMerging2D(nn.Module):
@@ -281,6 +293,9 @@ class PatchMerging2D(nn.Module):
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1
         )  # (B, H/2, W/2, 4C)
         return self.reduction(self.norm(x))  # (B, H/2, W/2, out_dim)
+
+    def norm_linear_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.norm, self.reduction)]
 
 
 def downsample_v3(dim: int, out_dim: int) -> nn.Sequential:
