@@ -25,8 +25,9 @@ import torch
 import torch.nn as nn
 
 from qmamba.errors import DataError, NumericsError, QMambaError
-from qmamba.quant import builders, jlss
+from qmamba.quant import builders, entropy_groups, hessian, jlss, reparam, twin_uniform
 from qmamba.quant.config import QuantConfig
+from qmamba.quant.log_sqrt2 import log_sqrt2_quantizer
 from qmamba.quant.observers_act import ActObserver
 from qmamba.quant.observers_scan import ScanPointObserver
 from qmamba.quant.outliers import apply_outlier_transforms
@@ -37,6 +38,9 @@ from qmamba.quant.rotation import idle_rotation_points
 
 class _StopForward(Exception):
     pass
+
+
+TWIN_ROLES = ("ssm.u", "ssm.z")  # SiLU outputs: twin uniform quantization (PTQ4ViT)
 
 
 @dataclass
@@ -105,8 +109,9 @@ def _new_observer(plan: PointPlan, config: QuantConfig):
     kind, percentile = config.act.observer, config.act.percentile
     if role == "ssm.u" and config.outlier.u_percentile is not None:  # Quamba's clipped SSM input
         kind, percentile = "percentile", config.outlier.u_percentile
-    if role == "ssm.delta" and config.ssm.delta_grid == "ltsq" and kind == "minmax":
-        kind = "mse"  # the skewness test needs values, which min/max does not keep
+    needs_values = config.ssm.delta_grid == "ltsq" or config.vit_ptq.log_sqrt2_role == "ssm.delta"
+    if role == "ssm.delta" and needs_values and kind == "minmax":
+        kind = "mse"  # the skewness test / log scale needs values, which min/max does not keep
     return ActObserver(
         kind=kind,
         percentile=percentile,
@@ -124,11 +129,21 @@ class _WeightCapture:
         self.weight = w.detach()
 
 
-def _build(plan: PointPlan, config: QuantConfig, directions: dict[int, int], clip: float = 1.0):
+def _build(plan: PointPlan, config: QuantConfig, directions: dict[int, int], clip=1.0):
+    """The quantizer of `plan` for one search candidate `clip` (a clipping ratio; for
+    twin uniform points a (D1, exponent) pair, None for the covering one)."""
     obs, role, bits = plan.observer, plan.role, plan.bits
     if role == "weight":
         channel_dims = plan.point.weight_channel_dims
-        return builders.weight_quantizer(obs.weight, bits, config.weight.observer, channel_dims)
+        return builders.weight_quantizer(obs.weight, bits, config.weight.observer, channel_dims, clip)
+    if role in TWIN_ROLES and config.vit_ptq.twin_uniform:
+        xmin, xmax = obs.range(bits)
+        candidate = clip if isinstance(clip, tuple) else None
+        return twin_uniform.twin_quantizer(float(xmin.min()), float(xmax.max()), bits, candidate)
+    if role == config.vit_ptq.log_sqrt2_role == "ssm.delta":
+        q = log_sqrt2_quantizer(obs.samples(), bits)
+        q.scale.mul_(clip)
+        return q
     if role == "ssm.A":
         return builders.a_bar_quantizer(obs, bits, config.ssm, clip)
     if role == "ssm.B":
@@ -171,14 +186,20 @@ def _run_block(block, inputs: list[tuple]) -> list[tuple]:
     return outs
 
 
-def _block_loss(block, inputs, targets) -> float:
+def _group_loss(blocks, inputs, targets, weights=None) -> float:
+    """Mean squared error between the output of `blocks` run in sequence and `targets`;
+    with `weights` (per batch, per output tensor, or None) a weighted squared error."""
     total, count = 0.0, 0
-    for (args, kwargs), (target, _) in zip(inputs, targets, strict=True):
-        out = block(*args, **kwargs)
-        out = out if isinstance(out, tuple) else (out,)
-        for o, t in zip(out, target, strict=True):
+    for b, ((args, kwargs), (target, _)) in enumerate(zip(inputs, targets, strict=True)):
+        for block in blocks:
+            out = block(*args, **kwargs)
+            out = out if isinstance(out, tuple) else (out,)
+            args, kwargs = out, {}
+        w_batch = weights[b] if weights is not None else (None,) * len(out)
+        for o, t, w in zip(out, target, w_batch, strict=True):
             if torch.is_tensor(o) and o is not None:
-                total += float((o.float() - t.float()).pow(2).sum())
+                err = (o.float() - t.float()).pow(2)
+                total += float((err * w).sum() if w is not None else err.sum())
                 count += o.numel()
     return total / max(count, 1)
 
@@ -297,6 +318,10 @@ def quantize(
         if progress is not None:
             progress(stage, i, n)
 
+    hessian_probs = None
+    if config.search.enabled and config.vit_ptq.search_metric == "hessian":
+        hessian_probs = hessian.fp_probabilities(qmodel, _first_image_batches(images, config.search.samples), device)
+
     # 1. stem / head statistics on the float model; float input of the first block
     order = []
     for p in outer:
@@ -310,13 +335,23 @@ def quantize(
         first_seen.setdefault("block0", len(order))
 
     mark_handle = blocks[0].register_forward_pre_hook(mark)
+    samplers = [entropy_groups.OutputSampler(config.seed) for _ in blocks] if config.vit_ptq.entropy_groups else []
+    sampler_handles = [b.register_forward_hook(s) for b, s in zip(blocks, samplers, strict=True)]
     try:
         for x in images:
             qmodel(x.to(device))
             first_seen.setdefault("block0", len(order))
     finally:
         mark_handle.remove()
+        for h in sampler_handles:
+            h.remove()
         _detach(outer)
+    groups = [[i] for i in range(len(blocks))]
+    if samplers:
+        entropies = [s.entropy() for s in samplers]
+        groups = entropy_groups.group_blocks(entropies, config.vit_ptq.entropy_quantile, config.vit_ptq.max_group)
+        qmodel.qmamba_info["block_entropy_bits"] = entropies
+        qmodel.qmamba_info["block_groups"] = groups
     stem_ids = {id(p) for p in order[: first_seen.get("block0", 0)]}
     stem = [p for p in outer if id(p) in stem_ids]
     head = [p for p in outer if id(p) not in stem_ids]
@@ -325,22 +360,38 @@ def quantize(
     x_fp = _first_block_inputs(_without_quantizers(qmodel, stem), blocks, images, device)
     x_q = _first_block_inputs(qmodel, blocks, images, device)
 
-    # 2. blocks, in order, on the outputs of the already-quantized blocks
+    # 2. blocks, in order, on the outputs of the already-quantized blocks; a group of
+    #    several blocks (Q-VLM) is calibrated block by block, then searched jointly
     qmamba_jlss: list[dict] = []
-    for i, block in enumerate(blocks):
-        report("calibrate", i, len(blocks))
-        block_plans = by_block[i]
-        y_fp = _run_block(block, x_fp)
-        _calibrate_block(block, block_plans, config, directions, x_q)
-        if config.tune.jlss:
-            tuned = jlss.tune_block(block, _first_images(x_q, config.tune.samples),
-                                    _first_images(y_fp, config.tune.samples), config.tune.steps, config.tune.lr)
-            qmamba_jlss.append({"block": i, "loss_before": tuned.loss_before, "loss_after": tuned.loss_after})
+    for group in groups:
+        report("calibrate", group[0], len(blocks))
+        group_blocks = [blocks[i] for i in group]
+        group_plans = [p for i in group for p in by_block[i]]
+        x_q_in = x_q
+        weights = None
+        if hessian_probs is not None:
+            weights = hessian.block_output_weights(
+                qmodel, group_blocks[-1], _first_image_batches(images, config.search.samples), hessian_probs, device)
+        for k, i in enumerate(group):
+            y_fp = _run_block(blocks[i], x_fp)
+            _calibrate_block(blocks[i], by_block[i], config, directions, x_q)
+            if config.tune.jlss:
+                tuned = jlss.tune_block(blocks[i], _first_images(x_q, config.tune.samples),
+                                        _first_images(y_fp, config.tune.samples), config.tune.steps, config.tune.lr)
+                qmamba_jlss.append({"block": i, "loss_before": tuned.loss_before, "loss_after": tuned.loss_after})
+            if k < len(group) - 1:
+                x_q = _run_block(blocks[i], x_q)
+            x_fp = y_fp
         if config.search.enabled:
-            _search_block(block, block_plans, config, directions,
-                          _first_images(x_q, config.search.samples), _first_images(y_fp, config.search.samples))
-        x_q = _run_block(block, x_q)
-        x_fp = y_fp
+            if len(group) > 1 or config.vit_ptq.entropy_groups:
+                for p in group_plans:
+                    p.info["search_group"] = list(group)
+            _search_group(group_blocks, group_plans, config, directions,
+                          _first_images(x_q_in, config.search.samples), _first_images(x_fp, config.search.samples),
+                          weights)
+        x_q = x_q_in
+        for block in group_blocks:
+            x_q = _run_block(block, x_q)
     report("calibrate", len(blocks), len(blocks))
 
     # 3. head on the fully quantized trunk
@@ -371,6 +422,18 @@ def _family_defaults(model: nn.Module, config: QuantConfig) -> QuantConfig:
     if config.recipe == "ptq4vm" and getattr(model, "family", "vim") == "vmamba" and config.act.smoothing_alpha == 0.5:
         return config.replace(**{"act.smoothing_alpha": 0.65})
     return config
+
+
+def _first_image_batches(images: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """The first `n` images as batches cut like `_first_images` cuts the cached inputs."""
+    out, taken = [], 0
+    for x in images:
+        if taken >= n:
+            break
+        k = min(x.shape[0], n - taken)
+        out.append(x[:k])
+        taken += k
+    return out
 
 
 def _first_images(batches: list[tuple], n: int) -> list[tuple]:
@@ -422,6 +485,9 @@ def _calibrate_block(block, plans, config, directions, inputs) -> None:
     smooth = config.act.smoothing_alpha
     for p in plans:
         p.observer = _new_observer(p, config)
+    pairs = _reparam_pairs(block, plans) if config.vit_ptq.reparam else []
+    for p_in, _, _ in pairs:
+        p_in.observer = reparam.channel_observer(p_in.point.channel_axis)
     _attach(plans)
     try:
         _run_block(block, inputs)
@@ -429,6 +495,11 @@ def _calibrate_block(block, plans, config, directions, inputs) -> None:
         _detach(plans)
     if smooth is not None:
         _apply_smoothing(block, plans, config, inputs, smooth)
+    for p_in, p_w, (norm, linear) in pairs:
+        scale, zero_point = reparam.per_channel_qparams(p_in.observer, p_in.bits)
+        p_in.point.quantizer, how = reparam.fold_pair(norm, linear, scale, zero_point, p_in.bits)
+        p_in.info["reparam"] = how
+        p_w.observer.weight = linear.weight.detach()  # the folded weight
     for p in plans:
         if p.point.quantizer is None:
             p.point.quantizer = _build(p, config, directions)
@@ -445,6 +516,18 @@ def _calibrate_block(block, plans, config, directions, inputs) -> None:
             _detach(scan_h)
         for p in scan_h:
             p.point.quantizer = _build(p, config, directions)
+
+
+def _reparam_pairs(block, plans) -> list[tuple]:
+    """(input plan, weight plan, (norm, linear)) of the block's norm -> linear pairs."""
+    by_point = {id(p.point): p for p in plans}
+    out = []
+    for norm, linear in reparam.norm_linear_pairs(block):
+        p_in = by_point.get(id(getattr(linear, "input_quant", None)))
+        p_w = by_point.get(id(getattr(linear, "weight_quant", None)))
+        if p_in is not None and p_w is not None and not p_in.point.tags:
+            out.append((p_in, p_w, (norm, linear)))
+    return out
 
 
 def _apply_smoothing(block, plans, config, inputs, alpha: float) -> None:
@@ -485,19 +568,36 @@ def _apply_smoothing(block, plans, config, inputs, alpha: float) -> None:
         p_in.info["smoothing_alpha"] = alpha
 
 
-def _search_block(block, plans, config, directions, inputs, targets) -> None:
-    """Coordinate search of clipping ratios, point by point in forward order."""
-    candidates = config.search.candidates
-    searchable = [p for p in plans if p.role != "weight" and not isinstance(p.point.quantizer, SmoothedInput)]
-    for p in searchable:
-        best_clip, best_loss = 1.0, _block_loss(block, inputs, targets)
-        best_q = p.point.quantizer
-        for clip in candidates:
-            if clip == 1.0:
-                continue
-            p.point.quantizer = _build(p, config, directions, clip)
-            loss = _block_loss(block, inputs, targets)
-            if loss < best_loss * (1.0 - config.search.min_gain):
-                best_clip, best_loss, best_q = clip, loss, p.point.quantizer
-        p.point.quantizer = best_q
-        p.info["clip"] = best_clip
+def _search_candidates(p: PointPlan, config: QuantConfig) -> list:
+    """What the search tries at a point; the first entry is what calibration built."""
+    if p.role in TWIN_ROLES and config.vit_ptq.twin_uniform:
+        xmin, xmax = p.observer.range(p.bits)
+        return twin_uniform.candidates(float(xmin.min()), float(xmax.max()), p.bits)
+    return [1.0, *(c for c in config.search.candidates if c != 1.0)]
+
+
+def _searchable(p: PointPlan, config: QuantConfig) -> bool:
+    if p.role == "weight":
+        return config.vit_ptq.search_weights and isinstance(p.observer, _WeightCapture)
+    return not isinstance(p.point.quantizer, SmoothedInput) and "reparam" not in p.info
+
+
+def _search_group(blocks, plans, config, directions, inputs, targets, weights=None) -> None:
+    """Coordinate search point by point in forward order (`vit_ptq.search_rounds` sweeps),
+    each candidate scored by the error of the output of the whole group of blocks."""
+    searchable = [p for p in plans if _searchable(p, config)]
+    chosen = {id(p): _search_candidates(p, config)[0] for p in searchable}
+    for _ in range(config.vit_ptq.search_rounds):
+        for p in searchable:
+            best_key = chosen[id(p)]
+            best_q, best_loss = p.point.quantizer, _group_loss(blocks, inputs, targets, weights)
+            for key in _search_candidates(p, config):
+                if key == chosen[id(p)]:
+                    continue
+                p.point.quantizer = _build(p, config, directions, key)
+                loss = _group_loss(blocks, inputs, targets, weights)
+                if loss < best_loss * (1.0 - config.search.min_gain):
+                    best_key, best_loss, best_q = key, loss, p.point.quantizer
+            p.point.quantizer = best_q
+            chosen[id(p)] = best_key
+            p.info["clip"] = list(best_key) if isinstance(best_key, tuple) else best_key

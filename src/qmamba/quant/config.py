@@ -22,6 +22,8 @@ CONFIG_VERSION = 1
 
 RECIPES = ("fp", "minmax", "percentile", "ptq4vm", "qmamba", "qmamba_no_ltsq", "qmamba_no_tgq",
            "quamba", "mambaquant")
+VIT_PTQ_RECIPES = ("ptq4vit", "repq_vit", "qvlm")  # qmamba.quant.vit_recipes
+RECIPES = RECIPES + VIT_PTQ_RECIPES
 OBSERVERS = ("minmax", "percentile", "mse")
 A_GRIDS = ("uniform", "ltsq")
 H_CHANNEL_MODES = ("tensor", "channel")
@@ -86,6 +88,36 @@ class SearchConfig:
     min_gain: float = 0.02
 
 
+# --- ViT/VLM PTQ baselines (PTQ4ViT, RepQ-ViT, Q-VLM): qmamba.quant.vit_recipes ---
+SEARCH_METRICS = ("mse", "hessian")
+LOG_SQRT2_ROLES = ("ssm.delta",)
+
+
+@dataclass
+class VitPTQConfig:
+    """Mechanisms of the ViT/VLM post-training quantization baselines; all off by default."""
+
+    twin_uniform: bool = False  # PTQ4ViT: twin uniform quantizer at the SiLU outputs (ssm.u, ssm.z)
+    search_metric: str = "mse"  # mse | hessian (PTQ4ViT: output error weighted by squared gradients)
+    search_weights: bool = False  # the block search also tries a clipping ratio per weight point
+    reparam: bool = False  # RepQ-ViT: per-channel norm outputs, scales folded into norm + next linear
+    log_sqrt2_role: str | None = None  # RepQ-ViT: log-sqrt(2) quantizer at this role (ssm.delta)
+    entropy_groups: bool = False  # Q-VLM: blocks grouped by activation entropy, searched jointly
+    entropy_quantile: float = 0.5  # a block joins the next when its entropy exceeds this quantile
+    max_group: int = 2  # at most this many consecutive blocks per group
+    search_rounds: int = 1  # coordinate-descent sweeps over the points of a block / group
+
+    def validate(self) -> None:
+        _check_choice(self.search_metric, SEARCH_METRICS, "search metric")
+        if self.log_sqrt2_role is not None:
+            _check_choice(self.log_sqrt2_role, LOG_SQRT2_ROLES, "log-sqrt(2) role")
+        if not 0.0 <= self.entropy_quantile <= 1.0:
+            raise ConfigError(f"entropy_quantile must be in [0, 1], got {self.entropy_quantile}")
+        if self.max_group < 1 or self.search_rounds < 1:
+            raise ConfigError("max_group and search_rounds must be at least 1")
+# --- end of the ViT/VLM PTQ block ---
+
+
 @dataclass
 class TuneConfig:
     """PTQ4VM's block-wise joint tuning of smoothing factors and step sizes (JLSS)."""
@@ -138,6 +170,7 @@ class QuantConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     outlier: OutlierConfig = field(default_factory=OutlierConfig)
+    vit_ptq: VitPTQConfig = field(default_factory=VitPTQConfig)
     calib_size: int = 256
     seed: int = 0
     version: int = CONFIG_VERSION
@@ -186,6 +219,7 @@ class QuantConfig:
                               "(the ptq4vm recipe does)")
         if not 0.0 <= self.search.min_gain < 1.0:
             raise ConfigError(f"search.min_gain must be in [0, 1), got {self.search.min_gain}")
+        self.vit_ptq.validate()
         if self.calib_size < 1:
             raise ConfigError(f"calib_size must be at least 1, got {self.calib_size}")
         check_seed(self.seed)
@@ -218,6 +252,10 @@ class QuantConfig:
         elif name == "percentile":
             cfg.weight.observer = "minmax"
             cfg.act.observer = "percentile"
+        elif name in VIT_PTQ_RECIPES:
+            from qmamba.quant import vit_recipes
+
+            getattr(vit_recipes, name)(cfg)
         elif name == "ptq4vm":
             cfg.weight.observer = "minmax"
             cfg.act.per_token = True
@@ -279,6 +317,7 @@ class QuantConfig:
             "search": SearchConfig,
             "tune": TuneConfig,
             "outlier": OutlierConfig,
+            "vit_ptq": VitPTQConfig,
         }
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known

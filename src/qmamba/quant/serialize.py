@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from qmamba.errors import CheckpointError
 from qmamba.io_utils import atomic_write
 from qmamba.quant.config import QuantConfig
+from qmamba.quant.log_sqrt2 import LogSqrt2Quantizer
 from qmamba.quant.point import iter_points
 from qmamba.quant.quantizers import (
     LogQuantizer,
@@ -38,6 +39,7 @@ from qmamba.quant.quantizers import (
     WeightQuantizer,
 )
 from qmamba.quant.rotation import InputRotation
+from qmamba.quant.twin_uniform import TwinUniformQuantizer
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -119,6 +121,10 @@ def _module_entry(prefix: str, quantizer: nn.Module, tensors: dict) -> dict:
                 "qmax": quantizer.qmax, "base": quantizer.base, "includes_u": quantizer.includes_u}
     if isinstance(quantizer, LogQuantizer):
         return {"type": "log", "bits": quantizer.bits, "base": quantizer.base}
+    if isinstance(quantizer, TwinUniformQuantizer):
+        return {"type": "twin_uniform", "bits": quantizer.bits, "exponent": quantizer.exponent}
+    if isinstance(quantizer, LogSqrt2Quantizer):
+        return {"type": "log_sqrt2", "bits": quantizer.bits}
     if isinstance(quantizer, UniformQuantizer):
         return {"type": "uniform", "bits": quantizer.bits, "symmetric": quantizer.symmetric,
                 "granularity": quantizer.granularity}
@@ -311,6 +317,10 @@ def _rebuild_module(prefix: str, entry: dict, tensors: dict) -> nn.Module:
         )
     if kind == "log":
         return LogQuantizer(tensors[f"{prefix}.scale"], entry["bits"], entry["base"])
+    if kind == "twin_uniform":
+        return TwinUniformQuantizer(tensors[f"{prefix}.scale"], entry["exponent"], entry["bits"])
+    if kind == "log_sqrt2":
+        return LogSqrt2Quantizer(tensors[f"{prefix}.scale"], entry["bits"])
     if kind == "uniform":
         return UniformQuantizer(tensors[f"{prefix}.scale"], tensors[f"{prefix}.zero_point"], entry["bits"],
                                 entry["symmetric"], entry["granularity"])
