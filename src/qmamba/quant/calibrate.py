@@ -336,7 +336,7 @@ def quantize(
 
     mark_handle = blocks[0].register_forward_pre_hook(mark)
     samplers = [entropy_groups.OutputSampler(config.seed) for _ in blocks] if config.vit_ptq.entropy_groups else []
-    sampler_handles = [b.register_forward_hook(s) for b, s in zip(blocks, samplers, strict=True)]
+    sampler_handles = [b.register_forward_hook(s) for b, s in zip(blocks, samplers, strict=True)] if samplers else []
     try:
         for x in images:
             qmodel(x.to(device))
