@@ -383,12 +383,9 @@ def quantize(
                 x_q = _run_block(blocks[i], x_q)
             x_fp = y_fp
         if config.search.enabled:
-            if len(group) > 1 or config.vit_ptq.entropy_groups:
-                for p in group_plans:
-                    p.info["search_group"] = list(group)
             _search_group(group_blocks, group_plans, config, directions,
                           _first_images(x_q_in, config.search.samples), _first_images(x_fp, config.search.samples),
-                          weights)
+                          weights, group if config.vit_ptq.entropy_groups else None)
         x_q = x_q_in
         for block in group_blocks:
             x_q = _run_block(block, x_q)
@@ -582,10 +579,13 @@ def _searchable(p: PointPlan, config: QuantConfig) -> bool:
     return not isinstance(p.point.quantizer, SmoothedInput) and "reparam" not in p.info
 
 
-def _search_group(blocks, plans, config, directions, inputs, targets, weights=None) -> None:
+def _search_group(blocks, plans, config, directions, inputs, targets, weights=None, group=None) -> None:
     """Coordinate search point by point in forward order (`vit_ptq.search_rounds` sweeps),
-    each candidate scored by the error of the output of the whole group of blocks."""
+    each candidate scored by the error of the output of the whole group of blocks
+    (`group`: their indices, recorded in the points' info)."""
     searchable = [p for p in plans if _searchable(p, config)]
+    for p in searchable if group is not None else ():
+        p.info["search_group"] = list(group)
     chosen = {id(p): _search_candidates(p, config)[0] for p in searchable}
     for _ in range(config.vit_ptq.search_rounds):
         for p in searchable:
