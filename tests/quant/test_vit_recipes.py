@@ -37,8 +37,22 @@ def test_ptq4vit_puts_twin_uniform_at_the_silu_outputs(vim_ptq4vit):
         assert ratio >= 1 and math.log2(ratio) == pytest.approx(round(math.log2(ratio)))
     others = [p.quantizer for p in points.values() if p.role == "linear_input"]
     assert not any(isinstance(q, TwinUniformQuantizer) for q in others)
+    # the block search went over every activation point of the blocks (twin: (D1, m) pairs)
     info = vim_ptq4vit.qmamba_info["points"]
-    assert all("clip" in e for n, e in info.items() if e["role"] == "weight" and ".layers." in f".{n}")
+    in_blocks = {n: e for n, e in info.items() if n.startswith("layers.")}
+    assert all("clip" in e for e in in_blocks.values() if e["role"] != "weight")
+    assert all(len(in_blocks[n]["clip"]) == 2 for n in twin)
+    assert not any("clip" in e for e in in_blocks.values() if e["role"] == "weight")
+
+
+def test_weight_points_are_searched_only_when_asked(vim_model):
+    from qmamba.quant.calibrate import PointPlan, _searchable, _WeightCapture
+
+    point = vim_model.layers[0].mixer.in_proj.weight_quant
+    plan = PointPlan("w", point, 4, observer=_WeightCapture())
+    cfg = QuantConfig.from_recipe("ptq4vit", 4, 4)
+    assert not _searchable(plan, cfg)
+    assert _searchable(plan, cfg.replace(**{"vit_ptq.search_weights": True}))
 
 
 def test_hessian_weights_are_squared_gradients_of_the_kl_at_the_block_output(vim_model):

@@ -520,6 +520,9 @@ def _reparam_pairs(block, plans) -> list[tuple]:
     by_point = {id(p.point): p for p in plans}
     out = []
     for norm, linear in reparam.norm_linear_pairs(block):
+        rotation = getattr(linear, "input_rotation", None)
+        if rotation is not None and rotation.active:
+            continue  # the input point sees the rotated norm output, not the norm output
         p_in = by_point.get(id(getattr(linear, "input_quant", None)))
         p_w = by_point.get(id(getattr(linear, "weight_quant", None)))
         if p_in is not None and p_w is not None and not p_in.point.tags:
