@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default), cuda or auto")
     p.add_argument("--search-samples", type=int, default=DEMO_SEARCH_SAMPLES, metavar="N",
                    help="images of the block-output clipping search of the recipes that search "
-                        f"(qmamba*; default {DEMO_SEARCH_SAMPLES}; the recipes' own default is 32)")
+                        f"(qmamba*, ptq4vit, qvlm; default {DEMO_SEARCH_SAMPLES}; the recipes' own default is 32)")
     p.add_argument("--threads", type=int, default=DEMO_THREADS, metavar="N",
                    help=f"CPU threads for PyTorch (default {DEMO_THREADS}: predictable on shared machines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")

@@ -51,14 +51,16 @@ def demo_markdown(results: Mapping) -> str:
     ev = results["eval"]
     cal = results["calibration"]
     note = eval_note(ev["num_images"], ev.get("limit"), ev.get("total"), ev["source"])
+    searching = [r for r in recipes if any(row["recipe"] == r and row.get("config", {}).get("search", {}).get("enabled")
+                                           for row in results["rows"])]
     out = ["# qmamba demo: top-1 accuracy (%) of the built-in models", ""]
     out.append(
         f"Evaluated on {note}"
         + (" (a fixed subset, to keep the demo short; about ±"
            f"{_stderr_points(ev['num_images']):.1f} points of sampling error at 85%)" if ev.get("limit") else "")
         + f". Calibrated on {cal['images']:,} training images (seed {cal['seed']}), never on test images"
-        + (f"; the recipes that search clipping ranges (qmamba*) score candidates on {cal['search_samples']} "
-           "of them" if cal.get("search_samples") else "")
+        + (f"; the recipes that search clipping ranges ({', '.join(searching)}) score candidates on "
+           f"{cal['search_samples']} of them" if cal.get("search_samples") and searching else "")
         + ". "
         "Settings are WxAy: x-bit weights, y-bit activations (patch embedding and head at "
         "8 bits unless the config says otherwise)."
