@@ -81,8 +81,9 @@ DEMO_SETTINGS = ("W8A8", "W6A6", "W4A8", "W4A6", "W4A4")
 # The baselines from the literature run at fewer settings by default, to keep the demo short.
 LITERATURE_RECIPES = ("ptq4vit", "repq_vit", "quamba", "mambaquant", "qvlm")
 DEMO_LITERATURE_SETTINGS = ("W8A8", "W4A8", "W4A4")
-# Measured so that `make demo` (2 models x 7 recipes x 5 settings) stays within 20 minutes
-# on 2 CPU cores: see README.md, "Demo".
+# Measured so that `make demo` (92 runs: 2 models x (FP + 6 recipes x 5 settings + 5
+# literature recipes x 3 settings)) stays within 20 minutes on 2 CPU cores: 846 s with
+# other jobs running (README.md, "Demo").
 DEMO_EVAL_LIMIT = 1000
 DEMO_CALIB_SIZE = 64
 DEMO_SEARCH_SAMPLES = 8  # images of the block-output search (recipes that search; default 32)
