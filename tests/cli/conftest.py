@@ -29,12 +29,8 @@ def _register_tiny() -> None:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Shared busy cores: more than one intra-op thread makes small ops far slower."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _cli_one_thread(one_thread):
+    """Every CLI test runs with one thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

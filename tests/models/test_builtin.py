@@ -15,13 +15,7 @@ from qmamba.models.builtin import BUILTIN_MODELS, builtin_weights_path, load_bui
 from qmamba.models.vim import VisionMamba
 from qmamba.models.vmamba import VSSM
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from qmamba.models.vim import VisionMamba
 from qmamba.train import augment_batch, param_groups, train
 from qmamba.train.trainer import warmup_cosine
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
