@@ -1,6 +1,6 @@
 """Model forward benchmark: each scan backend, the no-scan floor, float and quantized.
 
-    python -m qmamba.bench forward --model vim_tiny [--batch 8 --threads 2 --repeats 3
+    python -m qmamba.bench forward --model vim_tiny [--batch 8 --threads 2 --repeats 5
                                    --img-size 224 --device cpu|cuda
                                    --backends noop,compiled,reference
                                    --quantized qmamba --bits 4 4 --out FILE]
@@ -8,7 +8,9 @@
 Prints one JSON object (and writes it to --out) with milliseconds per image and images
 per second of the model's forward with each scan backend; `noop` replaces the scan by
 zeros (`scan_backend("noop")`: the time of everything but the scan, the floor a faster
-scan can approach). Default backends: noop, compiled and reference on CPU; noop, triton
+scan can approach). The backends take turns in every repeat (the reference is timed on
+its own); `<backend>_over_floor` compares the fastest runs, `_over_floor_median` is the
+median of the per-repeat ratios. Default backends: noop, compiled and reference on CPU; noop, triton
 and reference on CUDA (times after torch.cuda.synchronize()). With `--quantized RECIPE`
 the model is also quantized (calibrated on `--calib` random images: a timing run, not an
 accuracy run) and its fake-quantized forward is timed with every backend but noop.
@@ -37,6 +39,24 @@ def _time(fn, repeats: int, device: torch.device) -> list[float]:
     return out
 
 
+def _time_interleaved(fns: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of each function, the functions taking turns in every repeat, so
+    that all see the same machine load (a shared machine's load changes within seconds)."""
+    from qmamba.bench.scan import _sync
+
+    for fn in fns.values():
+        fn()  # warm-up (and the compiled extension's build / the Triton compile on first use)
+    out = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            out[key].append(time.perf_counter() - t0)
+    return out
+
+
 def _record(result: dict, key: str, times: list[float], batch: int) -> None:
     result[f"{key}_ms_per_image"] = 1000 * min(times) / batch
     result[f"{key}_median_ms_per_image"] = 1000 * statistics.median(times) / batch
@@ -50,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img-size", type=int, default=None, help="default: the model's own")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--backends", default=None,
                         help="comma-separated scan backends (default: noop, compiled, reference on "
@@ -92,13 +112,26 @@ def main(argv: list[str] | None = None) -> int:
                          "backends": backends, "device": str(device),
                          "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                          "torch": torch.__version__}}
+    def with_backend(backend):
+        def run():
+            with ops.scan_backend(backend):
+                timed(model)()
+        return run
+
+    # the reference loop is slow: timed on its own, the others take turns
+    turns = [b for b in backends if b != "reference"]
+    times = _time_interleaved({b: with_backend(b) for b in turns}, args.repeats, device)
+    if "reference" in backends:
+        times["reference"] = _time(with_backend("reference"), args.repeats, device)
     for backend in backends:
-        with ops.scan_backend(backend):
-            _record(result, backend, _time(timed(model), args.repeats, device), args.batch)
+        _record(result, backend, times[backend], args.batch)
     fast = [b for b in backends if b not in ("noop", "reference")]
     if "noop" in backends:
         for b in fast:
+            # by the fastest run of each, and by the median of the per-repeat ratios
             result[f"{b}_over_floor"] = result[f"{b}_ms_per_image"] / result["noop_ms_per_image"]
+            result[f"{b}_over_floor_median"] = statistics.median(
+                f / n for f, n in zip(times[b], times["noop"], strict=True))
     if "reference" in backends:
         for b in fast:
             result[f"reference_over_{b}"] = result["reference_ms_per_image"] / result[f"{b}_ms_per_image"]

@@ -77,6 +77,15 @@ QMAMBA_INLINE float mul_add(float a, float b, float c) {
 // on a dense sweep of [-110, 90]: <= 0.88 ulp with FMA (the AVX2 + FMA build), <= 1.13 ulp
 // without, comparable to PyTorch's own vectorized exp (Sleef, 1 ulp). The two builds may
 // differ in the last bit (as PyTorch's exp does between its CPU capability builds).
+// exp(r) ~ 1 + r + r^2 (c2 + c3 r + c4 r^2 + c5 r^3 + c6 r^4) on |r| <= ln2 / 2: fitted to
+// the relative error (Lawson's minimax iteration in float64), rounded to float; truncation
+// error 0.05 ulp, with one term less than the degree 7 Taylor polynomial.
+constexpr float kExpC2 = 0.4999999403953552f;
+constexpr float kExpC3 = 0.1666652113199234f;
+constexpr float kExpC4 = 0.04166838899254799f;
+constexpr float kExpC5 = 0.008368710055947304f;
+constexpr float kExpC6 = 0.001381461275741458f;
+
 template <bool kFma>
 QMAMBA_INLINE void exp_block_float(const float* __restrict x, float* __restrict out,
                                    int64_t n) {
@@ -94,12 +103,11 @@ QMAMBA_INLINE void exp_block_float(const float* __restrict x, float* __restrict 
     const float kf = mul_add<kFma>(xc, kLog2e, kShift) - kShift;
     float r = mul_add<kFma>(-kf, kLn2Hi, xc);
     r = mul_add<kFma>(-kf, kLn2Lo, r);
-    float p = 1.0f / 5040.0f;
-    p = mul_add<kFma>(p, r, 1.0f / 720.0f);
-    p = mul_add<kFma>(p, r, 1.0f / 120.0f);
-    p = mul_add<kFma>(p, r, 1.0f / 24.0f);
-    p = mul_add<kFma>(p, r, 1.0f / 6.0f);
-    p = mul_add<kFma>(p, r, 0.5f);
+    float p = kExpC6;
+    p = mul_add<kFma>(p, r, kExpC5);
+    p = mul_add<kFma>(p, r, kExpC4);
+    p = mul_add<kFma>(p, r, kExpC3);
+    p = mul_add<kFma>(p, r, kExpC2);
     p = mul_add<kFma>(p, r, 1.0f);
     p = mul_add<kFma>(p, r, 1.0f);
     const int32_t ki = static_cast<int32_t>(kf);
@@ -140,8 +148,9 @@ inline const T* opt_ptr(const std::optional<at::Tensor>& t) {
 // --------------------------------------------------------------------------------------
 
 // h[k] = a[k] * h_prev[k] + (dt * B[k]) * u for all k, and returns y = sum_k h[k] * C[k].
-// The sum uses 8 partial sums (lane j takes k = j mod 8) so that it vectorizes; the
-// order is fixed, so forward and backward (which recomputes y) agree bit for bit.
+// The sum uses 8 partial sums (lane j takes k = j mod 8) so that it vectorizes. The
+// forward's lane blocks sum y in order k = 0, 1, ...; the backward recomputes y with this
+// function only for d gate, so it may differ from the forward's y in the last bits.
 template <typename T>
 QMAMBA_INLINE T update_state(const T* __restrict a, const T* __restrict h_prev, T* __restrict h,
                       const T* __restrict B, const T* __restrict C, T dt, T ut, int64_t n) {
@@ -168,82 +177,449 @@ QMAMBA_INLINE void discretize(const T* dr, const T* Ar, int64_t l, int64_t n, T*
   exp_block<kFma>(scratch, Abar, l * n);
 }
 
+// --------------------------------------------------------------------------------------
+// Float forward, lane-blocked: kLanes channels of one (batch, B/C group) at once, with the
+// channel innermost (h[k * W + j] is state k of channel c0 + j). The W recurrences of a
+// block run side by side (W * n independent chains per step) and y_t[j] = sum_k C_t[k]
+// h_t[k][j] is a vertical sum over k, in order k = 0, 1, ..., so nothing is reduced across
+// a vector. A block narrower than W (d / g not a multiple of W) fills its spare lanes with
+// zeros and does not store them.
+//
+// The inputs are read through their strides: u, delta, z (b, d, l) and B, C (b, g, n, l)
+// may be any views (the models pass transposes), and with `delta_bias` /
+// `delta_softplus` / `gate_silu` the kernel also does delta = softplus(delta + bias) and
+// gate = silu(z) itself (the inference path, scan_compiled.py), which saves PyTorch's
+// separate passes and the copies that make their results contiguous.
+// --------------------------------------------------------------------------------------
+template <typename T>
+constexpr int64_t kLanes = 32 / sizeof(T);  // one 256-bit vector of channels
+constexpr int64_t kChunk = 16;               // time steps per block of exps (general path)
+
+// A 256-bit vector of T (GCC / Clang vector extension). The recurrence is written with it
+// because the auto-vectorizer leaves the (k, lane) loops partly scalar (7x slower measured);
+// without -ffp-contract the element operations round exactly as the scalar ones.
+template <typename T>
+struct LaneVec {
+  typedef T type __attribute__((vector_size(32)));
+};
+template <typename T>
+using Vec = typename LaneVec<T>::type;
+
+template <typename T>
+QMAMBA_INLINE Vec<T> load_vec(const T* p) {
+  Vec<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+QMAMBA_INLINE void store_vec(T* p, Vec<T> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+template <bool kFma>
+QMAMBA_INLINE Vec<float> fma_vec(Vec<float> a, Vec<float> b, Vec<float> c) {
+  if constexpr (kFma) {
+    Vec<float> o;  // GCC turns this loop of fmaf on vector lanes into one vfmadd
+    for (int j = 0; j < 8; ++j) o[j] = __builtin_fmaf(a[j], b[j], c[j]);
+    return o;
+  } else {
+    return a * b + c;
+  }
+}
+
+// exp of a float vector whose lanes all lie in [-86, 88] (no NaN): exp_block_float's
+// formulas without its clamps and special cases, and 2^k applied at once (for these x,
+// k = round(x log2 e) is in [-125, 127] and p * 2^k is a normal float, exact as
+// exp_block_float's (p * 2^k1) * 2^k2 is). Bit for bit exp_block_float's result
+// (tests/ops/test_selective_scan.py checks it on a sweep).
+template <bool kFma>
+QMAMBA_INLINE Vec<float> vexp_in_range(Vec<float> x) {
+  typedef int32_t VecI __attribute__((vector_size(32)));
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693145751953125f;
+  constexpr float kLn2Lo = 1.42860682030941723212e-6f;
+  constexpr float kShift = 12582912.0f;
+  const Vec<float> zero = {};
+  const Vec<float> kf = fma_vec<kFma>(x, zero + kLog2e, zero + kShift) - kShift;
+  Vec<float> r = fma_vec<kFma>(-kf, zero + kLn2Hi, x);
+  r = fma_vec<kFma>(-kf, zero + kLn2Lo, r);
+  Vec<float> p = zero + kExpC6;
+  p = fma_vec<kFma>(p, r, zero + kExpC5);
+  p = fma_vec<kFma>(p, r, zero + kExpC4);
+  p = fma_vec<kFma>(p, r, zero + kExpC3);
+  p = fma_vec<kFma>(p, r, zero + kExpC2);
+  p = fma_vec<kFma>(p, r, zero + 1.0f);
+  p = fma_vec<kFma>(p, r, zero + 1.0f);
+  // p * 2^k by adding k to p's exponent field (integer units, not the FMA units): exact
+  // while the result is normal, which k >= -125 and p > 0.7 ensure
+  const VecI ki = __builtin_convertvector(kf, VecI);
+  VecI pbits;
+  __builtin_memcpy(&pbits, &p, sizeof(p));
+  pbits = pbits + (ki << 23);
+  Vec<float> out;
+  __builtin_memcpy(&out, &pbits, sizeof(out));
+  return out;
+}
+
+// Whether every delta_t * A_k of a block lies in [-86, 0] (so vexp_in_range applies):
+// delta in [0, dmax], A in [-amax, 0], dmax * amax <= 85 (the rounded products stay
+// within 86). NaN or negative delta, positive A: false (the general path handles them).
+QMAMBA_INLINE bool exp_args_in_range(const float* dt, int64_t m, const float* A, int64_t na) {
+  int ok = 1;
+  float dmax = 0.0f, amax = 0.0f;
+  for (int64_t i = 0; i < m; ++i) {
+    ok &= static_cast<int>(dt[i] >= 0.0f);
+    dmax = dt[i] > dmax ? dt[i] : dmax;
+  }
+  for (int64_t i = 0; i < na; ++i) {
+    ok &= static_cast<int>(A[i] <= 0.0f);
+    amax = -A[i] > amax ? -A[i] : amax;
+  }
+  return ok && dmax <= 1e30f && amax <= 1e30f && dmax * amax <= 85.0f;
+}
+
 template <typename T>
 struct FwdArgs {
   int64_t d, l, n, g, dg;
-  const T *up, *dp, *Ap, *Bp, *Cp, *Dp, *gp;
-  T *outp, *lastp;
+  const T *up, *dp, *biasp, *Ap, *Bp, *Cp, *Dp, *gp;
+  int64_t su[3], sd[3], sg[3];  // (b, d, l) strides of u, delta, gate / z
+  int64_t sB[4], sC[4];         // (b, g, n, l) strides of B, C
+  bool softplus, silu;          // delta = softplus(delta + bias), gate = silu(z)
+  T *outp, *lastp;              // (b, d, l), (b, d, n) contiguous
 };
 
-// rows [begin, end) of the flattened (b, c) range
+// Per-thread buffers of the lane-blocked forward
+template <typename T>
+struct LaneBuffers {
+  std::vector<T> u, dt, gate, y, A, h, arg, abar, B, C, tmp, tmp2;
+  int64_t bc_key = -1;  // (b * g + group) whose B / C are in B, C
+  LaneBuffers(int64_t l, int64_t n)
+      : u(l * kLanes<T>), dt(l * kLanes<T>), gate(l * kLanes<T>), y(l * kLanes<T>),
+        A(n * kLanes<T>), h(n * kLanes<T>), arg(kChunk * n * kLanes<T>),
+        abar(kChunk * n * kLanes<T>), B(l * n), C(l * n), tmp(l * kLanes<T>),
+        tmp2(l * kLanes<T>) {}
+};
+
+// delta <- softplus(delta) and gate <- silu(gate) = x / (1 + exp(-x)) over m values;
+// s1, s2: m values of scratch each. float: vectorized (exp_block_float and the series
+// below); double: the C library. softplus(x) = max(x, 0) + log1p(exp(-|x|)): PyTorch's
+// log1p(exp(x)) below its threshold 20, and x above it (the log1p term is then below half
+// an ulp of x). log1p(v), v = exp(-|x|) in [0, 1], is 2 atanh(s) with s = v / (2 + v) in
+// [0, 1/3], by its series to s^15 (truncation < 2e-9 relative): one division, and no
+// cancellation for small v.
+template <bool kFma>
+QMAMBA_INLINE void softplus_block(float* __restrict x, float* __restrict s1,
+                                  float* __restrict s2, int64_t m) {
+  for (int64_t i = 0; i < m; ++i) s1[i] = -std::abs(x[i]);
+  exp_block_float<kFma>(s1, s2, m);
+  for (int64_t i = 0; i < m; ++i) {
+    const float xi = x[i], v = s2[i];
+    const float s = v / (2.0f + v);
+    const float z = s * s;
+    float q = 1.0f / 15.0f;
+    q = mul_add<kFma>(q, z, 1.0f / 13.0f);
+    q = mul_add<kFma>(q, z, 1.0f / 11.0f);
+    q = mul_add<kFma>(q, z, 1.0f / 9.0f);
+    q = mul_add<kFma>(q, z, 1.0f / 7.0f);
+    q = mul_add<kFma>(q, z, 1.0f / 5.0f);
+    q = mul_add<kFma>(q, z, 1.0f / 3.0f);
+    q = mul_add<kFma>(q, z, 1.0f);
+    const float sp = (xi > 0.0f ? xi : 0.0f) + (2.0f * s) * q;
+    x[i] = xi > 20.0f ? xi : (xi != xi ? xi : sp);
+  }
+}
+
+template <bool kFma>
+QMAMBA_INLINE void silu_block(float* __restrict x, float* __restrict s1, float* __restrict s2,
+                              int64_t m) {
+  for (int64_t i = 0; i < m; ++i) s1[i] = -x[i];
+  exp_block_float<kFma>(s1, s2, m);
+  for (int64_t i = 0; i < m; ++i) x[i] = x[i] / (1.0f + s2[i]);
+}
+
+template <bool kFma>
+QMAMBA_INLINE void softplus_block(double* x, double*, double*, int64_t m) {
+  for (int64_t i = 0; i < m; ++i) x[i] = x[i] > 20.0 ? x[i] : std::log1p(std::exp(x[i]));
+}
+
+template <bool kFma>
+QMAMBA_INLINE void silu_block(double* x, double*, double*, int64_t m) {
+  for (int64_t i = 0; i < m; ++i) x[i] = x[i] / (1.0 + std::exp(-x[i]));
+}
+
+// Lane j of the buffers <- channel c0 + j of batch b (zeros past `width`); B / C of the
+// block's group into (l, n) buffers; then the elementwise delta / gate transforms.
 template <typename T, bool kFma>
-QMAMBA_INLINE void scan_fwd_rows(const FwdArgs<T>& args, int64_t begin, int64_t end) {
-  const int64_t d = args.d, l = args.l, n = args.n, g = args.g, dg = args.dg;
-  const T *up = args.up, *dp = args.dp, *Ap = args.Ap, *Bp = args.Bp, *Cp = args.Cp;
-  const T *Dp = args.Dp, *gp = args.gp;
-  T *outp = args.outp, *lastp = args.lastp;
-  // two state buffers used alternately (h_{t-1} -> h_t) so that nothing aliases
-  std::vector<T> h0(n), h1(n), scratch(l * n), Abar(l * n);
-  for (int64_t bc = begin; bc < end; ++bc) {
-    const int64_t b = bc / d, c = bc % d, grp = c / dg;
-    const T* ur = up + bc * l;
-    const T* dr = dp + bc * l;
-    const T* Bg = Bp + (b * g + grp) * l * n;
-    const T* Cg = Cp + (b * g + grp) * l * n;
-    const T Dc = Dp ? Dp[c] : T(0);
-    discretize<T, kFma>(dr, Ap + c * n, l, n, scratch.data(), Abar.data());
-    std::fill(h0.begin(), h0.end(), T(0));
-    T* hp = h0.data();
-    T* hn = h1.data();
-    for (int64_t t = 0; t < l; ++t) {
-      const T ut = ur[t];
-      T o = update_state(Abar.data() + t * n, hp, hn, Bg + t * n, Cg + t * n, dr[t], ut, n);
-      std::swap(hp, hn);
-      if (Dp) o = o + Dc * ut;
-      if (gp) o = o * gp[bc * l + t];
-      outp[bc * l + t] = o;
+QMAMBA_INLINE void lane_block_load(const FwdArgs<T>& a, int64_t b, int64_t c0, int64_t width,
+                                   LaneBuffers<T>& buf) {
+  constexpr int64_t W = kLanes<T>;
+  const int64_t l = a.l, n = a.n, grp = c0 / a.dg;
+  for (int64_t j = 0; j < W; ++j) {
+    if (j >= width) {
+      for (int64_t t = 0; t < l; ++t) buf.u[t * W + j] = buf.dt[t * W + j] = buf.gate[t * W + j] = T(0);
+      for (int64_t k = 0; k < n; ++k) buf.A[k * W + j] = T(0);
+      continue;
     }
-    std::copy(hp, hp + n, lastp + bc * n);
+    const int64_t c = c0 + j;
+    const T* ur = a.up + b * a.su[0] + c * a.su[1];
+    const T* dr = a.dp + b * a.sd[0] + c * a.sd[1];
+    const T bias = a.biasp ? a.biasp[c] : T(0);
+    for (int64_t t = 0; t < l; ++t) buf.u[t * W + j] = ur[t * a.su[2]];
+    if (a.biasp) {
+      for (int64_t t = 0; t < l; ++t) buf.dt[t * W + j] = dr[t * a.sd[2]] + bias;
+    } else {
+      for (int64_t t = 0; t < l; ++t) buf.dt[t * W + j] = dr[t * a.sd[2]];
+    }
+    if (a.gp) {
+      const T* gr = a.gp + b * a.sg[0] + c * a.sg[1];
+      for (int64_t t = 0; t < l; ++t) buf.gate[t * W + j] = gr[t * a.sg[2]];
+    }
+    for (int64_t k = 0; k < n; ++k) buf.A[k * W + j] = a.Ap[c * n + k];
+  }
+  if (a.softplus) softplus_block<kFma>(buf.dt.data(), buf.tmp.data(), buf.tmp2.data(), l * W);
+  if (a.gp && a.silu) silu_block<kFma>(buf.gate.data(), buf.tmp.data(), buf.tmp2.data(), l * W);
+  const int64_t key = b * a.g + grp;
+  if (buf.bc_key != key) {
+    buf.bc_key = key;
+    const T* Bg = a.Bp + b * a.sB[0] + grp * a.sB[1];
+    const T* Cg = a.Cp + b * a.sC[0] + grp * a.sC[1];
+    for (int64_t k = 0; k < n; ++k) {
+      for (int64_t t = 0; t < l; ++t) {
+        buf.B[t * n + k] = Bg[k * a.sB[2] + t * a.sB[3]];
+        buf.C[t * n + k] = Cg[k * a.sC[2] + t * a.sC[3]];
+      }
+    }
+  }
+}
+
+// out and last_state of the block's first `width` channels from the lane buffers
+template <typename T>
+QMAMBA_INLINE void lane_block_store(const FwdArgs<T>& a, int64_t b, int64_t c0, int64_t width,
+                                    const LaneBuffers<T>& buf) {
+  constexpr int64_t W = kLanes<T>;
+  const int64_t l = a.l, n = a.n;
+  for (int64_t j = 0; j < width; ++j) {
+    const int64_t bc = b * a.d + c0 + j;
+    for (int64_t t = 0; t < l; ++t) a.outp[bc * l + t] = buf.y[t * W + j];
+    for (int64_t k = 0; k < n; ++k) a.lastp[bc * n + k] = buf.h[k * W + j];
+  }
+}
+
+// One step of the recurrence for state k, lane-wise: h = A_bar h + (delta u) B_k. The
+// reference rounds delta B first, (delta B) u; delta u is shared by the n states of a step,
+// which saves a multiplication per state (the two differ by an ulp of B_bar u at most).
+template <typename T>
+QMAMBA_INLINE Vec<T> step_state(Vec<T> abar, Vec<T> h, Vec<T> dtu, T Bk) {
+  return abar * h + dtu * Bk;
+}
+
+// The recurrence with A_bar computed in the step loop (vexp_in_range): no A_bar buffer,
+// and the n exps of a step are independent, so they overlap.
+template <bool kFma>
+QMAMBA_INLINE void lane_steps_fused(const FwdArgs<float>& a, LaneBuffers<float>& buf,
+                                    Vec<float> Dv) {
+  constexpr int64_t W = kLanes<float>;
+  using V = Vec<float>;
+  const int64_t l = a.l, n = a.n;
+  const float* __restrict At = buf.A.data();  // (n, W)
+  float* __restrict h = buf.h.data();         // (n, W)
+  for (int64_t t = 0; t < l; ++t) {
+    const V dts = load_vec(buf.dt.data() + t * W);  // (W,)
+    const V us = load_vec(buf.u.data() + t * W);    // (W,)
+    const V dtu = dts * us;                         // (W,)
+    const float* Bt = buf.B.data() + t * n;         // (n,)
+    const float* Ct = buf.C.data() + t * n;         // (n,)
+    V y = {};
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) {  // four states at a time: their exps overlap
+      V hk[4];
+      for (int q = 0; q < 4; ++q) {
+        const V abar = vexp_in_range<kFma>(dts * load_vec(At + (k + q) * W));
+        hk[q] = step_state(abar, load_vec(h + (k + q) * W), dtu, Bt[k + q]);
+      }
+      for (int q = 0; q < 4; ++q) {
+        store_vec(h + (k + q) * W, hk[q]);
+        y = y + hk[q] * Ct[k + q];
+      }
+    }
+    for (; k < n; ++k) {
+      const V abar = vexp_in_range<kFma>(dts * load_vec(At + k * W));
+      const V hk = step_state(abar, load_vec(h + k * W), dtu, Bt[k]);
+      store_vec(h + k * W, hk);
+      y = y + hk * Ct[k];
+    }
+    if (a.Dp) y = y + Dv * us;
+    if (a.gp) y = y * load_vec(buf.gate.data() + t * W);
+    store_vec(buf.y.data() + t * W, y);
+  }
+}
+
+// The general recurrence (any delta and A, float or double): the exps of kChunk steps in
+// one exp_block, then the steps. Same formulas and order as lane_steps_fused.
+template <typename T, bool kFma>
+QMAMBA_INLINE void lane_steps_general(const FwdArgs<T>& a, LaneBuffers<T>& buf, Vec<T> Dv) {
+  constexpr int64_t W = kLanes<T>;
+  using V = Vec<T>;
+  const int64_t l = a.l, n = a.n;
+  const T* __restrict At = buf.A.data();   // (n, W)
+  T* __restrict h = buf.h.data();          // (n, W)
+  T* __restrict arg = buf.arg.data();      // (kChunk, n, W)
+  T* __restrict abar = buf.abar.data();    // (kChunk, n, W)
+  for (int64_t t0 = 0; t0 < l; t0 += kChunk) {
+    const int64_t steps = std::min(kChunk, l - t0);
+    for (int64_t s = 0; s < steps; ++s) {
+      const V dts = load_vec(buf.dt.data() + (t0 + s) * W);
+      for (int64_t k = 0; k < n; ++k) store_vec(arg + (s * n + k) * W, dts * load_vec(At + k * W));
+    }
+    exp_block<kFma>(arg, abar, steps * n * W);  // A_bar = exp(delta A), (steps, n, W)
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t t = t0 + s;
+      const V dts = load_vec(buf.dt.data() + t * W);
+      const V us = load_vec(buf.u.data() + t * W);
+      const V dtu = dts * us;
+      const T* Bt = buf.B.data() + t * n;
+      const T* Ct = buf.C.data() + t * n;
+      V y = {};
+      for (int64_t k = 0; k < n; ++k) {
+        const V hk = step_state(load_vec(abar + (s * n + k) * W), load_vec(h + k * W), dtu, Bt[k]);
+        store_vec(h + k * W, hk);
+        y = y + hk * Ct[k];
+      }
+      if (a.Dp) y = y + Dv * us;
+      if (a.gp) y = y * load_vec(buf.gate.data() + t * W);
+      store_vec(buf.y.data() + t * W, y);
+    }
+  }
+}
+
+// tasks [begin, end) of the flattened (b, group, block of W channels) range
+template <typename T, bool kFma>
+QMAMBA_INLINE void scan_fwd_lane_tasks(const FwdArgs<T>& a, int64_t begin, int64_t end) {
+  constexpr int64_t W = kLanes<T>;
+  const int64_t g = a.g, dg = a.dg;
+  const int64_t per_group = (dg + W - 1) / W;
+  LaneBuffers<T> buf(a.l, a.n);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t blk = task % per_group, bg = task / per_group;
+    const int64_t b = bg / g, grp = bg % g;
+    const int64_t c0 = grp * dg + blk * W;
+    const int64_t width = std::min(W, grp * dg + dg - c0);
+    lane_block_load<T, kFma>(a, b, c0, width, buf);
+    Vec<T> Dv = {};
+    for (int64_t j = 0; j < width; ++j) Dv[j] = a.Dp ? a.Dp[c0 + j] : T(0);
+    std::fill(buf.h.begin(), buf.h.end(), T(0));
+    bool fused = false;
+    if constexpr (std::is_same_v<T, float>) {
+      fused = exp_args_in_range(buf.dt.data(), a.l * W, buf.A.data(), a.n * W);
+      if (fused) lane_steps_fused<kFma>(a, buf, Dv);
+    }
+    if (!fused) lane_steps_general<T, kFma>(a, buf, Dv);
+    lane_block_store(a, b, c0, width, buf);
   }
 }
 
 #ifdef QMAMBA_X86_DISPATCH
-QMAMBA_TARGET_AVX2 void scan_fwd_rows_avx2(const FwdArgs<float>& args, int64_t begin,
-                                           int64_t end) {
-  scan_fwd_rows<float, true>(args, begin, end);
+QMAMBA_TARGET_AVX2 void scan_fwd_lane_tasks_avx2(const FwdArgs<float>& args, int64_t begin,
+                                                 int64_t end) {
+  scan_fwd_lane_tasks<float, true>(args, begin, end);
 }
 #endif
 
 template <typename T>
-void scan_fwd_impl(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+void scan_fwd_impl(const at::Tensor& u, const at::Tensor& delta,
+                   const std::optional<at::Tensor>& delta_bias, bool softplus, const at::Tensor& A,
                    const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
-                   const std::optional<at::Tensor>& gate, at::Tensor& out,
+                   const std::optional<at::Tensor>& gate, bool silu, at::Tensor& out,
                    at::Tensor& last_state) {
   const int64_t nb = u.size(0), d = u.size(1), l = u.size(2), n = A.size(1);
   const int64_t g = B.size(1);
-  const FwdArgs<T> args{d, l, n, g, d / g, u.data_ptr<T>(), delta.data_ptr<T>(),
-                        A.data_ptr<T>(), B.data_ptr<T>(), C.data_ptr<T>(), opt_ptr<T>(D),
-                        opt_ptr<T>(gate), out.data_ptr<T>(), last_state.data_ptr<T>()};
-  at::parallel_for(0, nb * d, 1, [&](int64_t begin, int64_t end) {
+  const bool has_gate = gate.has_value() && gate->defined();
+  FwdArgs<T> args{d, l, n, g, d / g, u.data_ptr<T>(), delta.data_ptr<T>(), opt_ptr<T>(delta_bias),
+                  A.data_ptr<T>(), B.data_ptr<T>(), C.data_ptr<T>(), opt_ptr<T>(D),
+                  opt_ptr<T>(gate), {}, {}, {}, {}, {}, softplus, silu,
+                  out.data_ptr<T>(), last_state.data_ptr<T>()};
+  for (int i = 0; i < 3; ++i) {
+    args.su[i] = u.stride(i);
+    args.sd[i] = delta.stride(i);
+    args.sg[i] = has_gate ? gate->stride(i) : 0;
+  }
+  for (int i = 0; i < 4; ++i) {
+    args.sB[i] = B.stride(i);
+    args.sC[i] = C.stride(i);
+  }
+  const int64_t per_group = (d / g + kLanes<T> - 1) / kLanes<T>;
+  at::parallel_for(0, nb * g * per_group, 1, [&](int64_t begin, int64_t end) {
 #ifdef QMAMBA_X86_DISPATCH
     if constexpr (std::is_same_v<T, float>) {
-      if (cpu_has_avx2_fma()) return scan_fwd_rows_avx2(args, begin, end);
+      if (cpu_has_avx2_fma()) return scan_fwd_lane_tasks_avx2(args, begin, end);
     }
 #endif
-    scan_fwd_rows<T, false>(args, begin, end);
+    scan_fwd_lane_tasks<T, false>(args, begin, end);
   });
 }
 
-std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
-                                 const at::Tensor& B, const at::Tensor& C,
-                                 const std::optional<at::Tensor>& D,
-                                 const std::optional<at::Tensor>& gate) {
-  auto out = at::empty_like(u);
+// u, delta, gate: (b, d, l) and B, C: (b, g, n, l), any strides; A (d, n), D, delta_bias
+// (d) contiguous; all of one dtype. Returns out (b, d, l) and last_state (b, d, n).
+std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
+                                 const std::optional<at::Tensor>& delta_bias,
+                                 bool delta_softplus, const at::Tensor& A, const at::Tensor& B,
+                                 const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                 const std::optional<at::Tensor>& gate, bool gate_silu) {
+  TORCH_CHECK(u.dim() == 3 && delta.sizes() == u.sizes() && B.dim() == 4 && C.dim() == 4,
+              "scan_fwd: u, delta (b, d, l) and B, C (b, g, n, l) expected");
+  TORCH_CHECK(A.is_contiguous() && (!D.has_value() || D->is_contiguous()) &&
+                  (!delta_bias.has_value() || delta_bias->is_contiguous()),
+              "scan_fwd: A, D and delta_bias must be contiguous");
+  auto out = at::empty({u.size(0), u.size(1), u.size(2)}, u.options());
   auto last_state = at::empty({u.size(0), u.size(1), A.size(1)}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "qmamba_scan_fwd", [&] {
-    scan_fwd_impl<scalar_t>(u, delta, A, B, C, D, gate, out, last_state);
+    scan_fwd_impl<scalar_t>(u, delta, delta_bias, delta_softplus, A, B, C, D, gate, gate_silu,
+                            out, last_state);
   });
   return {out, last_state};
+}
+
+// Elementwise functions of the float forward, for the tests: kind 0 exp (exp_block),
+// 1 exp on the in-range path (vexp_in_range; x must lie in [-86, 88]), 2 softplus, 3 silu.
+template <bool kFma>
+QMAMBA_INLINE void elementwise_impl(int64_t kind, const float* x, float* o, float* tmp,
+                                    int64_t m) {
+  if (kind == 0) {
+    exp_block_float<kFma>(x, o, m);
+  } else if (kind == 1) {
+    int64_t i = 0;
+    for (; i + kLanes<float> <= m; i += kLanes<float>) store_vec(o + i, vexp_in_range<kFma>(load_vec(x + i)));
+    exp_block_float<kFma>(x + i, o + i, m - i);
+  } else {
+    std::copy(x, x + m, o);
+    if (kind == 2) softplus_block<kFma>(o, tmp, tmp + m, m);
+    if (kind == 3) silu_block<kFma>(o, tmp, tmp + m, m);
+  }
+}
+
+#ifdef QMAMBA_X86_DISPATCH
+QMAMBA_TARGET_AVX2 void elementwise_avx2(int64_t kind, const float* x, float* o, float* tmp,
+                                         int64_t m) {
+  elementwise_impl<true>(kind, x, o, tmp, m);
+}
+#endif
+
+at::Tensor scan_elementwise(const at::Tensor& x, int64_t kind) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "scan_elementwise: float32 expected");
+  TORCH_CHECK(kind >= 0 && kind <= 3, "scan_elementwise: kind 0..3");
+  auto in = x.contiguous();
+  auto out = at::empty_like(in);
+  const int64_t m = in.numel();
+  std::vector<float> tmp(2 * m);
+#ifdef QMAMBA_X86_DISPATCH
+  if (cpu_has_avx2_fma()) {
+    elementwise_avx2(kind, in.data_ptr<float>(), out.data_ptr<float>(), tmp.data(), m);
+    return out;
+  }
+#endif
+  elementwise_impl<false>(kind, in.data_ptr<float>(), out.data_ptr<float>(), tmp.data(), m);
+  return out;
 }
 
 // Backward (reverse-time recurrence). Per (b, c) the forward is recomputed into
@@ -1018,9 +1394,10 @@ at::Tensor fake_quant_elementwise(const at::Tensor& x, int64_t kind, const at::T
 
 TORCH_LIBRARY(qmamba_scan, m) {
   m.def(
-      "scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? gate) "
-      "-> Tensor[]",
+      "scan_fwd(Tensor u, Tensor delta, Tensor? delta_bias, bool delta_softplus, Tensor A, "
+      "Tensor B, Tensor C, Tensor? D, Tensor? gate, bool gate_silu) -> Tensor[]",
       &scan_fwd);
+  m.def("scan_elementwise(Tensor x, int kind) -> Tensor", &scan_elementwise);
   m.def(
       "scan_bwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? gate, "
       "Tensor dout, Tensor? dlast) -> Tensor[]",
