@@ -16,8 +16,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from qmamba.ops.fake_quant import fake_quant_fused
 from qmamba.ops.scan_quant_spec import ScanPointQuant, apply_scan_quant, fake_quant_uniform
-from qmamba.quant.primitives import choose_qparams, fake_quant, log_fake_quant, log_quantize, qrange
+from qmamba.quant.primitives import (
+    choose_qparams,
+    fake_quant,
+    log_fake_quant,
+    log_quantize,
+    log_signed_qrange,
+    qrange,
+)
 
 
 class UniformQuantizer(nn.Module):
@@ -43,8 +51,12 @@ class UniformQuantizer(nn.Module):
         if self.scale.requires_grad:  # block-wise tuning (JLSS): LSQ gradient for the step size
             return fake_quant(x.float(), self.scale, self.zero_point, self.qmin, self.qmax,
                               learnable_scale=True).to(x.dtype)
-        if not x.requires_grad:  # inference: no straight-through mask to build
-            return fake_quant_uniform(x.float(), self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
+        if not (torch.is_grad_enabled() and x.requires_grad):  # inference: no STE mask to build
+            xf = x.float()
+            fused = fake_quant_fused(xf, "uniform", self.scale, self.zero_point, self.qmin, self.qmax)
+            if fused is None:  # the PyTorch path (the reference)
+                fused = fake_quant_uniform(xf, self.scale, self.zero_point, self.qmin, self.qmax)
+            return fused.to(x.dtype)
         return fake_quant(x.float(), self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
 
     def describe(self) -> dict:
@@ -76,7 +88,13 @@ class LogQuantizer(nn.Module):
         return log_quantize(x.float(), self.scale, self.bits, self.base)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_hat = log_fake_quant(x.float(), self.scale, self.bits, self.base).to(x.dtype)
+        x_hat = None
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            qmin, qmax = log_signed_qrange(self.bits)
+            x_hat = fake_quant_fused(x.float(), "log_signed", self.scale, None, qmin, qmax, self.base)
+        if x_hat is None:  # the PyTorch path (the reference)
+            x_hat = log_fake_quant(x.float(), self.scale, self.bits, self.base)
+        x_hat = x_hat.to(x.dtype)
         return x_hat if not x.requires_grad else x + (x_hat - x).detach()
 
     def describe(self) -> dict:
@@ -97,7 +115,9 @@ class WeightQuantizer(UniformQuantizer):
         self._cache = None
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if w.requires_grad or self.scale.requires_grad:
+        # weights are Parameters (requires_grad) even in inference: what counts is whether
+        # autograd records now (JLSS tuning) or the step size is being learned
+        if (torch.is_grad_enabled() and w.requires_grad) or self.scale.requires_grad:
             return super().forward(w)
         key = (id(w), w._version, self.scale._version)
         if self._cache is None or self._cache[:3] != key or self._cache[3].device != w.device:
