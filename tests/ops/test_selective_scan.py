@@ -206,3 +206,34 @@ def test_compiled_lane_blocks_match_reference(make_inputs, dtype, d, groups):
     _close(last, ref_last, tol, "last_state")
     for name, ref_grad in ref_grads.items():
         _close(grads[name], ref_grad, tol, f"grad {name}")
+
+
+def test_kernel_elementwise_functions():
+    """The float kernel's exp (general and in-range paths), softplus and silu: the two exp
+    paths agree bit for bit on [-86, 88]; all are within a few ulp of float64 math."""
+    from qmamba.ops import scan_compiled
+
+    if not ops.compiled_available():
+        pytest.skip("needs the compiled extension")
+    ext = scan_compiled._ext()
+
+    def max_ulp(got, want):  # want: float64, normal float32 results only
+        m = torch.isfinite(want) & (want.abs() > 1.2e-38) & (want.abs() < 3e38)
+        w32 = want.float()
+        ulp = (torch.nextafter(w32.abs(), torch.tensor(float("inf"))) - w32.abs()).double()
+        return float(((got.double() - want).abs()[m] / ulp[m]).max())
+
+    x = torch.linspace(-86, 88, 400_001)
+    assert torch.equal(ext.scan_elementwise(x, 0), ext.scan_elementwise(x, 1))
+    wide = torch.linspace(-104, 88.7, 400_001)
+    assert max_ulp(ext.scan_elementwise(wide, 0), torch.exp(wide.double())) <= 1.5
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 89.0, -105.0])
+    torch.testing.assert_close(ext.scan_elementwise(special, 0), torch.exp(special), equal_nan=True)
+    xs = torch.linspace(-90, 40, 400_001)
+    xd = xs.double()
+    softplus = torch.where(xd > 20, xd, torch.log1p(torch.exp(xd)))
+    assert max_ulp(ext.scan_elementwise(xs, 2), softplus) <= 4
+    xz = torch.linspace(-80, 40, 400_001)  # below about -88, exp(-x) overflows: silu = -0 (as PyTorch's)
+    assert max_ulp(ext.scan_elementwise(xz, 3), xz.double() / (1 + torch.exp(-xz.double()))) <= 4
+    for fn, kind in ((torch.nn.functional.softplus, 2), (torch.nn.functional.silu, 3)):
+        torch.testing.assert_close(ext.scan_elementwise(special, kind), fn(special), equal_nan=True)

@@ -1,10 +1,12 @@
 """Compiled selective scan: Python side of the C++ kernels in csrc/selective_scan.cpp.
 
-The inputs are brought to one compute dtype (float32, or float64 when an input is
-float64), made contiguous, and B / C are given to C++ as (b, g, l, n). These
-preparations, and the elementwise delta = softplus(delta + delta_bias) and gate = silu(z),
-are ordinary autograd ops, so `_ScanFunction` only deals with the recurrence
-out = (C . h + D u) * gate; its backward is the C++ reverse-time recurrence.
+Inference (no gradient needed): the kernel reads u, delta, z, B, C through their strides
+and does delta = softplus(delta + delta_bias) and gate = silu(z) itself (`_forward_fused`):
+no extra passes or copies. Training: the inputs are brought to one compute dtype (float32,
+or float64 when an input is float64), made contiguous, B / C laid out as (b, g, l, n), and
+delta and the gate computed by PyTorch as ordinary autograd ops, so `_ScanFunction` only
+deals with the recurrence out = (C . h + D u) * gate; its backward is the C++
+reverse-time recurrence.
 """
 from __future__ import annotations
 

@@ -590,10 +590,13 @@ def _search_group(blocks, plans, config, directions, inputs, targets, weights=No
     for p in searchable if group is not None else ():
         p.info["search_group"] = list(group)
     chosen = {id(p): _search_candidates(p, config)[0] for p in searchable}
+    # the loss of the blocks as they stand: computed once, then carried from point to point
+    # (after a point's search the blocks hold its best quantizer, whose loss is known)
+    current = _group_loss(blocks, inputs, targets, weights) if searchable else 0.0
     for _ in range(config.vit_ptq.search_rounds):
         for p in searchable:
             best_key = chosen[id(p)]
-            best_q, best_loss = p.point.quantizer, _group_loss(blocks, inputs, targets, weights)
+            best_q, best_loss = p.point.quantizer, current
             for key in _search_candidates(p, config):
                 if key == chosen[id(p)]:
                     continue
@@ -602,5 +605,6 @@ def _search_group(blocks, plans, config, directions, inputs, targets, weights=No
                 if loss < best_loss * (1.0 - config.search.min_gain):
                     best_key, best_loss, best_q = key, loss, p.point.quantizer
             p.point.quantizer = best_q
+            current = best_loss
             chosen[id(p)] = best_key
             p.info["clip"] = list(best_key) if isinstance(best_key, tuple) else best_key

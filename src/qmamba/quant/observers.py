@@ -180,7 +180,10 @@ class _Reservoir:
             n_slices = slices.shape[0]
             self.cap = max(self.max_samples // max(n_slices, 1), self.min_per_slice)
             self._gen = torch.Generator(device=slices.device).manual_seed(self.seed)
-        keys = torch.rand(slices.shape, generator=self._gen, device=slices.device)
+        if self.values is not None and self.values.shape[0] == 1 and self.values.shape[1] >= self.cap:
+            slices, keys = self._entrants(slices)
+        else:
+            keys = torch.rand(slices.shape, generator=self._gen, device=slices.device)
         if self.values is None:
             values = slices
         else:
@@ -190,6 +193,24 @@ class _Reservoir:
             idx = keys.topk(self.cap, dim=1, largest=False, sorted=False).indices
             values, keys = values.gather(1, idx), keys.gather(1, idx)
         self.values, self.keys = values.contiguous(), keys.contiguous()
+
+
+    def _entrants(self, slices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For a full single-slice sample: the new values whose keys fall below the largest
+        kept key tau (only they can enter), drawn without a key per value. Their number is
+        Binomial(m, tau), their positions uniform without replacement, their keys uniform
+        on [0, tau): the distribution of drawing every key and keeping those below tau, at
+        the cost of the entrants instead of all m values."""
+        m = slices.shape[1]
+        tau = float(self.keys.max())
+        count = int(torch.binomial(torch.tensor([float(m)]), torch.tensor([tau]), generator=self._gen))
+        count = min(count, m)
+        picked = torch.empty(0, dtype=torch.long)
+        while picked.numel() < count:  # top up what duplicates removed
+            draw = torch.randint(m, (count - picked.numel(),), generator=self._gen)
+            picked = torch.unique(torch.cat([picked, draw]))
+        keys = torch.rand((1, count), generator=self._gen) * tau
+        return slices[:, picked.to(slices.device)], keys.to(slices.device)
 
 
 class _SampledObserver(Observer):

@@ -1,21 +1,24 @@
 // Selective scan CPU kernels for qmamba (float forward/backward and the quantized forward).
 //
 // Built on first use by qmamba/ops/backend.py through torch.utils.cpp_extension.load.
-// The Python side (scan_compiled.py) prepares every input: one compute dtype (float or
-// double), contiguous, with B and C laid out as (b, g, l, n) so that the inner loop over
-// the state index k reads consecutive memory. Layouts:
-//   u, delta, gate, out, y : (b, d, l)     A : (d, n)     B, C : (b, g, l, n)
-//   D : (d)                                last_state : (b, d, n)
-// Channel c uses B/C group c / (d / g). Work is split with at::parallel_for over
-// (batch, channel) rows (float scan, quantized scan) or channels (quantized scan with
-// statistics, whose per-channel min / max are owned by one task).
+// Layouts (scan_compiled.py prepares the dtype; all of one compute dtype, float or double):
+//   float forward:     u, delta, z (b, d, l) and B, C (b, g, n, l) through their strides
+//                      (any views); A (d, n), D, delta_bias (d) contiguous
+//   backward:          everything contiguous, B / C as (b, g, l, n)
+//   quantized forward: u, delta (b, d, l), B / C (b, g, l, n) contiguous
+//   out, y (b, d, l)   last_state (b, d, n)
+// Channel c uses B/C group c / (d / g). The float forward and the float quantized forward
+// run "lane blocks": 8 float channels of one batch row side by side in one 256-bit vector
+// (see "Float forward, lane-blocked"); the backward and the quantized forward's other cases
+// (double, log grids of other bases than 2) run per (batch, channel) row.
 //
-// Exactness: no -ffast-math, no FMA contraction (-ffp-contract=off), the same formula
-// order as the PyTorch reference (scan_reference.py). Single precision exp is the
-// vectorizable exp below (float and quantized scans; it may differ from PyTorch's exp in
-// the last bit); the quantizer grids use only exact operations (division, std::nearbyint
-// = round half to even under the default rounding mode as torch.round, comparisons with
-// the spec's threshold tables), so they agree with the reference bit for bit.
+// Exactness: no -ffast-math, no FMA contraction (-ffp-contract=off). The float scans
+// follow the reference's formulas (scan_reference.py) to rounding: their own vectorized
+// exp (may differ from PyTorch's in the last bit), y summed over the states in order, and
+// (float forward) delta u computed once per step. The quantizer grids use only exact
+// operations (division, std::nearbyint = round half to even under the default rounding
+// mode as torch.round, comparisons with the spec's threshold tables), so on equal inputs
+// they make the reference's decisions bit for bit.
 //
 // The kernels are registered as dispatcher operators (torch.ops.qmamba_scan.*) with
 // TORCH_LIBRARY rather than as a pybind module: the headers below compile in a fraction
@@ -71,12 +74,12 @@ QMAMBA_INLINE float mul_add(float a, float b, float c) {
 // double: std::exp. float: a polynomial exp written so that the compiler vectorizes the
 // loop (exp dominates the float scan, one per (t, k), and scalar expf calls do not
 // vectorize without -ffast-math). x = k ln2 + r, |r| <= ln2 / 2 (Cody-Waite, ln2 split so
-// that k * ln2_hi is exact); exp(r) by its degree-7 Taylor polynomial (truncation < 0.15
+// that k * ln2_hi is exact); exp(r) by the degree-6 polynomial below (truncation 0.05
 // ulp); 2^k applied in two halves so that results down to the subnormal range come out
-// right; inf / NaN / underflow as std::exp. Accuracy against the correctly rounded exp,
-// on a dense sweep of [-110, 90]: <= 0.88 ulp with FMA (the AVX2 + FMA build), <= 1.13 ulp
-// without, comparable to PyTorch's own vectorized exp (Sleef, 1 ulp). The two builds may
-// differ in the last bit (as PyTorch's exp does between its CPU capability builds).
+// right; inf / NaN / underflow as std::exp. Accuracy against float64 exp on a dense sweep
+// of [-104, 88]: 0.86 ulp with FMA (the AVX2 + FMA build; tests/ops checks <= 1.5),
+// comparable to PyTorch's own vectorized exp (Sleef, 1 ulp). Builds with and without FMA
+// may differ in the last bit (as PyTorch's exp does between its CPU capability builds).
 // exp(r) ~ 1 + r + r^2 (c2 + c3 r + c4 r^2 + c5 r^3 + c6 r^4) on |r| <= ln2 / 2: fitted to
 // the relative error (Lawson's minimax iteration in float64), rounded to float; truncation
 // error 0.05 ulp, with one term less than the degree 7 Taylor polynomial.
@@ -217,52 +220,40 @@ QMAMBA_INLINE void store_vec(T* p, Vec<T> v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
+// exp over a block whose values all lie in [-86, 88] (no NaN): exp_block_float's formulas
+// without its clamps and special cases, and 2^k applied at once by adding k to p's
+// exponent field (for these x, k = round(x log2 e) is in [-125, 127] and p * 2^k is a
+// normal float, so this is exact, as exp_block_float's (p * 2^k1) * 2^k2 is): bit for bit
+// exp_block_float's result (tests/ops/test_selective_scan.py checks it on a sweep), with
+// fewer operations. A plain loop, so that the loop vectorizer (reliable, unlike SLP on
+// vector-extension code, which was seen to fall back to scalar FMAs) vectorizes it.
 template <bool kFma>
-QMAMBA_INLINE Vec<float> fma_vec(Vec<float> a, Vec<float> b, Vec<float> c) {
-  if constexpr (kFma) {
-    Vec<float> o;  // GCC turns this loop of fmaf on vector lanes into one vfmadd
-    for (int j = 0; j < 8; ++j) o[j] = __builtin_fmaf(a[j], b[j], c[j]);
-    return o;
-  } else {
-    return a * b + c;
-  }
-}
-
-// exp of a float vector whose lanes all lie in [-86, 88] (no NaN): exp_block_float's
-// formulas without its clamps and special cases, and 2^k applied at once (for these x,
-// k = round(x log2 e) is in [-125, 127] and p * 2^k is a normal float, exact as
-// exp_block_float's (p * 2^k1) * 2^k2 is). Bit for bit exp_block_float's result
-// (tests/ops/test_selective_scan.py checks it on a sweep).
-template <bool kFma>
-QMAMBA_INLINE Vec<float> vexp_in_range(Vec<float> x) {
-  typedef int32_t VecI __attribute__((vector_size(32)));
+QMAMBA_INLINE void exp_block_in_range(const float* __restrict x, float* __restrict out,
+                                      int64_t m) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693145751953125f;
   constexpr float kLn2Lo = 1.42860682030941723212e-6f;
   constexpr float kShift = 12582912.0f;
-  const Vec<float> zero = {};
-  const Vec<float> kf = fma_vec<kFma>(x, zero + kLog2e, zero + kShift) - kShift;
-  Vec<float> r = fma_vec<kFma>(-kf, zero + kLn2Hi, x);
-  r = fma_vec<kFma>(-kf, zero + kLn2Lo, r);
-  Vec<float> p = zero + kExpC6;
-  p = fma_vec<kFma>(p, r, zero + kExpC5);
-  p = fma_vec<kFma>(p, r, zero + kExpC4);
-  p = fma_vec<kFma>(p, r, zero + kExpC3);
-  p = fma_vec<kFma>(p, r, zero + kExpC2);
-  p = fma_vec<kFma>(p, r, zero + 1.0f);
-  p = fma_vec<kFma>(p, r, zero + 1.0f);
-  // p * 2^k by adding k to p's exponent field (integer units, not the FMA units): exact
-  // while the result is normal, which k >= -125 and p > 0.7 ensure
-  const VecI ki = __builtin_convertvector(kf, VecI);
-  VecI pbits;
-  __builtin_memcpy(&pbits, &p, sizeof(p));
-  pbits = pbits + (ki << 23);
-  Vec<float> out;
-  __builtin_memcpy(&out, &pbits, sizeof(out));
-  return out;
+  for (int64_t i = 0; i < m; ++i) {
+    const float xi = x[i];
+    const float kf = mul_add<kFma>(xi, kLog2e, kShift) - kShift;
+    float r = mul_add<kFma>(-kf, kLn2Hi, xi);
+    r = mul_add<kFma>(-kf, kLn2Lo, r);
+    float p = kExpC6;
+    p = mul_add<kFma>(p, r, kExpC5);
+    p = mul_add<kFma>(p, r, kExpC4);
+    p = mul_add<kFma>(p, r, kExpC3);
+    p = mul_add<kFma>(p, r, kExpC2);
+    p = mul_add<kFma>(p, r, 1.0f);
+    p = mul_add<kFma>(p, r, 1.0f);
+    int32_t bits;
+    std::memcpy(&bits, &p, sizeof(bits));
+    bits += static_cast<int32_t>(kf) << 23;
+    std::memcpy(&out[i], &bits, sizeof(bits));
+  }
 }
 
-// Whether every delta_t * A_k of a block lies in [-86, 0] (so vexp_in_range applies):
+// Whether every delta_t * A_k of a block lies in [-86, 0] (so exp_block_in_range applies):
 // delta in [0, dmax], A in [-amax, 0], dmax * amax <= 85 (the rounded products stay
 // within 86). NaN or negative delta, positive A: false (the general path handles them).
 QMAMBA_INLINE bool exp_args_in_range(const float* dt, int64_t m, const float* A, int64_t na) {
@@ -414,51 +405,11 @@ QMAMBA_INLINE Vec<T> step_state(Vec<T> abar, Vec<T> h, Vec<T> dtu, T Bk) {
   return abar * h + dtu * Bk;
 }
 
-// The recurrence with A_bar computed in the step loop (vexp_in_range): no A_bar buffer,
-// and the n exps of a step are independent, so they overlap.
-template <bool kFma>
-QMAMBA_INLINE void lane_steps_fused(const FwdArgs<float>& a, LaneBuffers<float>& buf,
-                                    Vec<float> Dv) {
-  constexpr int64_t W = kLanes<float>;
-  using V = Vec<float>;
-  const int64_t l = a.l, n = a.n;
-  const float* __restrict At = buf.A.data();  // (n, W)
-  float* __restrict h = buf.h.data();         // (n, W)
-  for (int64_t t = 0; t < l; ++t) {
-    const V dts = load_vec(buf.dt.data() + t * W);  // (W,)
-    const V us = load_vec(buf.u.data() + t * W);    // (W,)
-    const V dtu = dts * us;                         // (W,)
-    const float* Bt = buf.B.data() + t * n;         // (n,)
-    const float* Ct = buf.C.data() + t * n;         // (n,)
-    V y = {};
-    int64_t k = 0;
-    for (; k + 4 <= n; k += 4) {  // four states at a time: their exps overlap
-      V hk[4];
-      for (int q = 0; q < 4; ++q) {
-        const V abar = vexp_in_range<kFma>(dts * load_vec(At + (k + q) * W));
-        hk[q] = step_state(abar, load_vec(h + (k + q) * W), dtu, Bt[k + q]);
-      }
-      for (int q = 0; q < 4; ++q) {
-        store_vec(h + (k + q) * W, hk[q]);
-        y = y + hk[q] * Ct[k + q];
-      }
-    }
-    for (; k < n; ++k) {
-      const V abar = vexp_in_range<kFma>(dts * load_vec(At + k * W));
-      const V hk = step_state(abar, load_vec(h + k * W), dtu, Bt[k]);
-      store_vec(h + k * W, hk);
-      y = y + hk * Ct[k];
-    }
-    if (a.Dp) y = y + Dv * us;
-    if (a.gp) y = y * load_vec(buf.gate.data() + t * W);
-    store_vec(buf.y.data() + t * W, y);
-  }
-}
-
-// The general recurrence (any delta and A, float or double): the exps of kChunk steps in
-// one exp_block, then the steps. Same formulas and order as lane_steps_fused.
+// The recurrence of a block: the exps of kChunk steps in one block (exp_block_in_range
+// where `in_range`, else exp_block), then the steps.
 template <typename T, bool kFma>
-QMAMBA_INLINE void lane_steps_general(const FwdArgs<T>& a, LaneBuffers<T>& buf, Vec<T> Dv) {
+QMAMBA_INLINE void lane_steps(const FwdArgs<T>& a, LaneBuffers<T>& buf, Vec<T> Dv,
+                              bool in_range) {
   constexpr int64_t W = kLanes<T>;
   using V = Vec<T>;
   const int64_t l = a.l, n = a.n;
@@ -472,7 +423,16 @@ QMAMBA_INLINE void lane_steps_general(const FwdArgs<T>& a, LaneBuffers<T>& buf, 
       const V dts = load_vec(buf.dt.data() + (t0 + s) * W);
       for (int64_t k = 0; k < n; ++k) store_vec(arg + (s * n + k) * W, dts * load_vec(At + k * W));
     }
-    exp_block<kFma>(arg, abar, steps * n * W);  // A_bar = exp(delta A), (steps, n, W)
+    // A_bar = exp(delta A), (steps, n, W)
+    if constexpr (std::is_same_v<T, float>) {
+      if (in_range) {
+        exp_block_in_range<kFma>(arg, abar, steps * n * W);
+      } else {
+        exp_block<kFma>(arg, abar, steps * n * W);
+      }
+    } else {
+      exp_block<kFma>(arg, abar, steps * n * W);
+    }
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t t = t0 + s;
       const V dts = load_vec(buf.dt.data() + t * W);
@@ -509,12 +469,11 @@ QMAMBA_INLINE void scan_fwd_lane_tasks(const FwdArgs<T>& a, int64_t begin, int64
     Vec<T> Dv = {};
     for (int64_t j = 0; j < width; ++j) Dv[j] = a.Dp ? a.Dp[c0 + j] : T(0);
     std::fill(buf.h.begin(), buf.h.end(), T(0));
-    bool fused = false;
+    bool in_range = false;
     if constexpr (std::is_same_v<T, float>) {
-      fused = exp_args_in_range(buf.dt.data(), a.l * W, buf.A.data(), a.n * W);
-      if (fused) lane_steps_fused<kFma>(a, buf, Dv);
+      in_range = exp_args_in_range(buf.dt.data(), a.l * W, buf.A.data(), a.n * W);
     }
-    if (!fused) lane_steps_general<T, kFma>(a, buf, Dv);
+    lane_steps<T, kFma>(a, buf, Dv, in_range);
     lane_block_store(a, b, c0, width, buf);
   }
 }
@@ -581,16 +540,14 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
 }
 
 // Elementwise functions of the float forward, for the tests: kind 0 exp (exp_block),
-// 1 exp on the in-range path (vexp_in_range; x must lie in [-86, 88]), 2 softplus, 3 silu.
+// 1 exp on the in-range path (exp_block_in_range; x in [-86, 88]), 2 softplus, 3 silu.
 template <bool kFma>
 QMAMBA_INLINE void elementwise_impl(int64_t kind, const float* x, float* o, float* tmp,
                                     int64_t m) {
   if (kind == 0) {
     exp_block_float<kFma>(x, o, m);
   } else if (kind == 1) {
-    int64_t i = 0;
-    for (; i + kLanes<float> <= m; i += kLanes<float>) store_vec(o + i, vexp_in_range<kFma>(load_vec(x + i)));
-    exp_block_float<kFma>(x + i, o + i, m - i);
+    exp_block_in_range<kFma>(x, o, m);
   } else {
     std::copy(x, x + m, o);
     if (kind == 2) softplus_block<kFma>(o, tmp, tmp + m, m);
@@ -1341,7 +1298,6 @@ QMAMBA_INLINE Vec<float> quant_lanes(const QParams<float>& q, Vec<float> x, Vec<
 
 // whether the lane-blocked kernel applies
 inline bool qscan_lanes_ok(const QScanArgs<float>& a) {
-  if (a.amin != nullptr) return false;
   for (const QParams<float>* q : {&a.qa, &a.qb, &a.qh}) {
     if (q->kind == kLog1m || q->kind == kLogSigned) {
       if (!q->pow2) return false;
@@ -1355,8 +1311,35 @@ inline bool qscan_lanes_ok(const QScanArgs<float>& a) {
 struct QLaneBuffers {
   LaneBuffers<float> lanes;
   std::vector<float> S[3], Z[3];
-  QLaneBuffers(int64_t l, int64_t n) : lanes(l, n) {}
+  // with statistics: per (t, k, lane) min / max of A_bar, B_bar u and h over the batch
+  // rows of the block's channels, (l, n, W) each (the task owns these channels)
+  std::vector<float> smin[3], smax[3];
+  QLaneBuffers(int64_t l, int64_t n, bool stats) : lanes(l, n) {
+    if (stats) {
+      for (int i = 0; i < 3; ++i) {
+        smin[i].resize(l * n * kLanes<float>);
+        smax[i].resize(l * n * kLanes<float>);
+      }
+    }
+  }
 };
+
+// stat_update lane-wise: min / max with NaN propagation (as torch.amin / amax)
+QMAMBA_INLINE void stat_update_vec(float* mn, float* mx, Vec<float> x) {
+  const Vec<float> lo = load_vec(mn), hi = load_vec(mx);
+  store_vec(mn, ((lo == lo) & ((x != x) | (x < lo))) ? x : lo);
+  store_vec(mx, ((hi == hi) & ((x != x) | (x > hi))) ? x : hi);
+}
+
+// the statistics of the steps t0 .. t0 + steps - 1 of quantity i from a chunk (steps, n, W)
+QMAMBA_INLINE void stat_chunk(QLaneBuffers& qb, int i, const float* x, int64_t t0,
+                              int64_t steps, int64_t n) {
+  constexpr int64_t W = kLanes<float>;
+  for (int64_t e = 0; e < steps * n; ++e) {
+    const int64_t off = (t0 * n + e) * W;
+    stat_update_vec(qb.smin[i].data() + off, qb.smax[i].data() + off, load_vec(x + e * W));
+  }
+}
 
 // S[g][k][j] = scale[(g * d + c0 + j) * n + k] (spare lanes: scale 1, zero point 0)
 QMAMBA_INLINE void lane_qparams(const QParams<float>& q, int64_t c0, int64_t width,
@@ -1408,7 +1391,7 @@ QMAMBA_INLINE void quant_chunk(const QParams<float>& q, float* x, const float* S
 
 // The recurrence of a chunk on the quantized A_bar / B_bar u: h = a h + bu, h = Q_h(h)
 // (kHKind: Q_h's grid, kNone without), y = sum_k C_k h_k.
-template <int64_t kHKind>
+template <int64_t kHKind, bool kStats>
 QMAMBA_INLINE void qscan_lane_steps(const QScanArgs<float>& a, QLaneBuffers& qb, int64_t t0,
                                     int64_t steps) {
   constexpr int64_t W = kLanes<float>;
@@ -1431,6 +1414,10 @@ QMAMBA_INLINE void qscan_lane_steps(const QScanArgs<float>& a, QLaneBuffers& qb,
     V y = {};
     for (int64_t k = 0; k < n; ++k) {
       V hk = load_vec(abar + (st * n + k) * W) * load_vec(h + k * W) + load_vec(bu + (st * n + k) * W);
+      if constexpr (kStats) {
+        const int64_t off = (t * n + k) * W;
+        stat_update_vec(qb.smin[2].data() + off, qb.smax[2].data() + off, hk);
+      }
       if constexpr (kHKind != kNone) {
         hk = quant_lanes<kHKind>(a.qh, hk, load_vec(Sh + k * W), load_vec(Zh + k * W));
       }
@@ -1441,67 +1428,115 @@ QMAMBA_INLINE void qscan_lane_steps(const QScanArgs<float>& a, QLaneBuffers& qb,
   }
 }
 
+template <int64_t kHKind>
+QMAMBA_INLINE void qscan_lane_steps_any(const QScanArgs<float>& a, QLaneBuffers& qb, int64_t t0,
+                                        int64_t steps, bool stats) {
+  if (stats) {
+    qscan_lane_steps<kHKind, true>(a, qb, t0, steps);
+  } else {
+    qscan_lane_steps<kHKind, false>(a, qb, t0, steps);
+  }
+}
+
+// One block: channels [c0, c0 + width) of batch row b (the quantizer parameters of the
+// block are in qb.S / qb.Z)
+template <bool kFma>
+QMAMBA_INLINE void qscan_lane_block(const QScanArgs<float>& a, const FwdArgs<float>& f,
+                                    QLaneBuffers& qb, int64_t b, int64_t c0, int64_t width) {
+  constexpr int64_t W = kLanes<float>;
+  using V = Vec<float>;
+  const int64_t l = a.l, n = a.n;
+  const bool stats = a.amin != nullptr;
+  LaneBuffers<float>& buf = qb.lanes;
+  lane_block_load<float, kFma>(f, b, c0, width, buf);
+  std::fill(buf.h.begin(), buf.h.end(), 0.0f);
+  const bool in_range = exp_args_in_range(buf.dt.data(), l * W, buf.A.data(), n * W);
+  float* __restrict abar = buf.abar.data();  // (kChunk, n, W)
+  float* __restrict bu = buf.arg.data();     // (kChunk, n, W)
+  for (int64_t t0 = 0; t0 < l; t0 += kChunk) {
+    const int64_t steps = std::min(kChunk, l - t0);
+    // A_bar = exp(delta A), then Q_A: they do not depend on h, so whole chunks at once
+    for (int64_t st = 0; st < steps; ++st) {
+      const V dts = load_vec(buf.dt.data() + (t0 + st) * W);
+      for (int64_t k = 0; k < n; ++k) store_vec(bu + (st * n + k) * W, dts * load_vec(buf.A.data() + k * W));
+    }
+    if (in_range) {
+      exp_block_in_range<kFma>(bu, abar, steps * n * W);
+    } else {
+      exp_block<kFma>(bu, abar, steps * n * W);
+    }
+    if (stats) stat_chunk(qb, 0, abar, t0, steps, n);
+    if (a.qa.active()) quant_chunk(a.qa, abar, qb.S[0].data(), qb.Z[0].data(), t0, steps);
+    // B_bar u = (delta B) u (or Q_B on delta B, then times u), as the row kernel
+    for (int64_t st = 0; st < steps; ++st) {
+      const V dts = load_vec(buf.dt.data() + (t0 + st) * W);
+      const V us = load_vec(buf.u.data() + (t0 + st) * W);
+      const float* Bt = buf.B.data() + (t0 + st) * n;
+      for (int64_t k = 0; k < n; ++k) {
+        store_vec(bu + (st * n + k) * W, a.b_includes_u ? (dts * Bt[k]) * us : dts * Bt[k]);
+      }
+    }
+    if (stats) stat_chunk(qb, 1, bu, t0, steps, n);
+    if (a.qb.active()) quant_chunk(a.qb, bu, qb.S[1].data(), qb.Z[1].data(), t0, steps);
+    if (!a.b_includes_u) {
+      for (int64_t st = 0; st < steps; ++st) {
+        const V us = load_vec(buf.u.data() + (t0 + st) * W);
+        for (int64_t k = 0; k < n; ++k) store_vec(bu + (st * n + k) * W, load_vec(bu + (st * n + k) * W) * us);
+      }
+    }
+    switch (a.qh.kind) {
+      case kUniform: qscan_lane_steps_any<kUniform>(a, qb, t0, steps, stats); break;
+      case kLog1m: qscan_lane_steps_any<kLog1m>(a, qb, t0, steps, stats); break;
+      case kLogSigned: qscan_lane_steps_any<kLogSigned>(a, qb, t0, steps, stats); break;
+      default: qscan_lane_steps_any<kNone>(a, qb, t0, steps, stats); break;
+    }
+  }
+  for (int64_t j = 0; j < width; ++j) {
+    const int64_t bc = b * a.d + c0 + j;
+    for (int64_t t = 0; t < l; ++t) a.yp[bc * l + t] = buf.y[t * W + j];
+  }
+}
+
+// Tasks [begin, end): (b, group, block of W channels) flattened; with statistics
+// (group, block) with every batch row inside, so that a task owns its channels' min / max.
 template <bool kFma>
 QMAMBA_INLINE void qscan_lane_tasks(const QScanArgs<float>& a, const FwdArgs<float>& f,
                                     int64_t begin, int64_t end) {
   constexpr int64_t W = kLanes<float>;
-  using V = Vec<float>;
-  const int64_t l = a.l, n = a.n, g = a.g, dg = a.dg;
+  const int64_t l = a.l, n = a.n, g = a.g, dg = a.dg, d = a.d;
   const int64_t per_group = (dg + W - 1) / W;
-  QLaneBuffers qb(l, n);
-  LaneBuffers<float>& buf = qb.lanes;
+  const bool stats = a.amin != nullptr;
+  QLaneBuffers qb(l, n, stats);
   const QParams<float>* qp[3] = {&a.qa, &a.qb, &a.qh};
+  float* smin_out[3] = {a.amin, a.bmin, a.hmin};
+  float* smax_out[3] = {a.amax, a.bmax, a.hmax};
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t blk = task % per_group, bg = task / per_group;
-    const int64_t b = bg / g, grp = bg % g;
+    const int64_t blk = task % per_group, rest = task / per_group;
+    const int64_t grp = rest % g;
     const int64_t c0 = grp * dg + blk * W;
     const int64_t width = std::min(W, grp * dg + dg - c0);
-    lane_block_load<float, kFma>(f, b, c0, width, buf);
     for (int i = 0; i < 3; ++i) {
       if (qp[i]->active()) lane_qparams(*qp[i], c0, width, qb.S[i], qb.Z[i]);
     }
-    std::fill(buf.h.begin(), buf.h.end(), 0.0f);
-    const bool in_range = exp_args_in_range(buf.dt.data(), l * W, buf.A.data(), n * W);
-    float* __restrict abar = buf.abar.data();  // (kChunk, n, W)
-    float* __restrict bu = buf.arg.data();     // (kChunk, n, W)
-    for (int64_t t0 = 0; t0 < l; t0 += kChunk) {
-      const int64_t steps = std::min(kChunk, l - t0);
-      // A_bar = exp(delta A), then Q_A: they do not depend on h, so whole chunks at once
-      for (int64_t st = 0; st < steps; ++st) {
-        const V dts = load_vec(buf.dt.data() + (t0 + st) * W);
-        for (int64_t k = 0; k < n; ++k) {
-          const V arg = dts * load_vec(buf.A.data() + k * W);
-          store_vec((in_range ? abar : bu) + (st * n + k) * W, in_range ? vexp_in_range<kFma>(arg) : arg);
-        }
-      }
-      if (!in_range) exp_block<kFma>(bu, abar, steps * n * W);
-      if (a.qa.active()) quant_chunk(a.qa, abar, qb.S[0].data(), qb.Z[0].data(), t0, steps);
-      // B_bar u = (delta B) u (or Q_B on delta B, then times u), as the row kernel
-      for (int64_t st = 0; st < steps; ++st) {
-        const V dts = load_vec(buf.dt.data() + (t0 + st) * W);
-        const V us = load_vec(buf.u.data() + (t0 + st) * W);
-        const float* Bt = buf.B.data() + (t0 + st) * n;
-        for (int64_t k = 0; k < n; ++k) {
-          store_vec(bu + (st * n + k) * W, a.b_includes_u ? (dts * Bt[k]) * us : dts * Bt[k]);
-        }
-      }
-      if (a.qb.active()) quant_chunk(a.qb, bu, qb.S[1].data(), qb.Z[1].data(), t0, steps);
-      if (!a.b_includes_u) {
-        for (int64_t st = 0; st < steps; ++st) {
-          const V us = load_vec(buf.u.data() + (t0 + st) * W);
-          for (int64_t k = 0; k < n; ++k) store_vec(bu + (st * n + k) * W, load_vec(bu + (st * n + k) * W) * us);
-        }
-      }
-      switch (a.qh.kind) {
-        case kUniform: qscan_lane_steps<kUniform>(a, qb, t0, steps); break;
-        case kLog1m: qscan_lane_steps<kLog1m>(a, qb, t0, steps); break;
-        case kLogSigned: qscan_lane_steps<kLogSigned>(a, qb, t0, steps); break;
-        default: qscan_lane_steps<kNone>(a, qb, t0, steps); break;
-      }
+    if (!stats) {
+      qscan_lane_block<kFma>(a, f, qb, rest / g, c0, width);
+      continue;
     }
-    for (int64_t j = 0; j < width; ++j) {
-      const int64_t bc = b * a.d + c0 + j;
-      for (int64_t t = 0; t < l; ++t) a.yp[bc * l + t] = buf.y[t * W + j];
+    const float inf = std::numeric_limits<float>::infinity();
+    for (int i = 0; i < 3; ++i) {
+      std::fill(qb.smin[i].begin(), qb.smin[i].end(), inf);
+      std::fill(qb.smax[i].begin(), qb.smax[i].end(), -inf);
+    }
+    for (int64_t b = 0; b < a.nb; ++b) qscan_lane_block<kFma>(a, f, qb, b, c0, width);
+    for (int i = 0; i < 3; ++i) {  // (l, n, W) -> the (l, d, n) outputs
+      for (int64_t t = 0; t < l; ++t) {
+        for (int64_t j = 0; j < width; ++j) {
+          for (int64_t k = 0; k < n; ++k) {
+            smin_out[i][(t * d + c0 + j) * n + k] = qb.smin[i][(t * n + k) * W + j];
+            smax_out[i][(t * d + c0 + j) * n + k] = qb.smax[i][(t * n + k) * W + j];
+          }
+        }
+      }
     }
   }
 }
@@ -1526,7 +1561,8 @@ inline FwdArgs<float> qscan_lane_inputs(const QScanArgs<float>& a) {
 void qscan_run_lanes(const QScanArgs<float>& a) {
   const FwdArgs<float> f = qscan_lane_inputs(a);
   const int64_t per_group = (a.dg + kLanes<float> - 1) / kLanes<float>;
-  at::parallel_for(0, a.nb * a.g * per_group, 1, [&](int64_t begin, int64_t end) {
+  const int64_t rows = a.amin != nullptr ? 1 : a.nb;  // statistics: batch rows inside a task
+  at::parallel_for(0, rows * a.g * per_group, 1, [&](int64_t begin, int64_t end) {
 #ifdef QMAMBA_X86_DISPATCH
     if (cpu_has_avx2_fma()) return qscan_lane_tasks_avx2(a, f, begin, end);
 #endif
