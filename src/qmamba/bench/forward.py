@@ -41,20 +41,12 @@ def _time(fn, repeats: int, device: torch.device) -> list[float]:
 
 def _time_interleaved(fns: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
     """Seconds per call of each function, the functions taking turns in every repeat, so
-    that all see the same machine load (a shared machine's load changes within seconds)."""
-    from qmamba.bench.scan import _sync
+    that all see the same machine load (a shared machine's load changes within seconds);
+    the scan benchmark's timer."""
+    from qmamba.bench.scan import _time_pair
 
-    for fn in fns.values():
-        fn()  # warm-up (and the compiled extension's build / the Triton compile on first use)
-    out = {key: [] for key in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            out[key].append(time.perf_counter() - t0)
-    return out
+    times, _ = _time_pair(fns, repeats, device)
+    return times
 
 
 def _record(result: dict, key: str, times: list[float], batch: int) -> None:

@@ -89,13 +89,30 @@ constexpr float kExpC4 = 0.04166838899254799f;
 constexpr float kExpC5 = 0.008368710055947304f;
 constexpr float kExpC6 = 0.001381461275741458f;
 
+// exp(x) = 2^k p for a finite x: k = round(x log2 e) (as a float, kf) and p = exp(r),
+// r = x - k ln2 (Cody-Waite), by the polynomial above. Shared by exp_block_float and
+// exp_block_in_range, which must give the same bits.
 template <bool kFma>
-QMAMBA_INLINE void exp_block_float(const float* __restrict x, float* __restrict out,
-                                   int64_t n) {
+QMAMBA_INLINE float exp_reduce(float x, float& kf) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693145751953125f;  // 9 trailing zero bits: k * kLn2Hi exact
   constexpr float kLn2Lo = 1.42860682030941723212e-6f;
   constexpr float kShift = 12582912.0f;  // 1.5 * 2^23: (v + kShift) - kShift = round(v)
+  kf = mul_add<kFma>(x, kLog2e, kShift) - kShift;
+  float r = mul_add<kFma>(-kf, kLn2Hi, x);
+  r = mul_add<kFma>(-kf, kLn2Lo, r);
+  float p = kExpC6;
+  p = mul_add<kFma>(p, r, kExpC5);
+  p = mul_add<kFma>(p, r, kExpC4);
+  p = mul_add<kFma>(p, r, kExpC3);
+  p = mul_add<kFma>(p, r, kExpC2);
+  p = mul_add<kFma>(p, r, 1.0f);
+  return mul_add<kFma>(p, r, 1.0f);
+}
+
+template <bool kFma>
+QMAMBA_INLINE void exp_block_float(const float* __restrict x, float* __restrict out,
+                                   int64_t n) {
   constexpr float kHi = 88.72283935546875f;  // above: +inf
   constexpr float kLo = -103.97208404541015625f;  // below: 0
   for (int64_t i = 0; i < n; ++i) {
@@ -103,16 +120,8 @@ QMAMBA_INLINE void exp_block_float(const float* __restrict x, float* __restrict 
     float xc = xi < kLo ? kLo : xi;
     xc = xc > kHi ? kHi : xc;
     xc = xi != xi ? 0.0f : xc;
-    const float kf = mul_add<kFma>(xc, kLog2e, kShift) - kShift;
-    float r = mul_add<kFma>(-kf, kLn2Hi, xc);
-    r = mul_add<kFma>(-kf, kLn2Lo, r);
-    float p = kExpC6;
-    p = mul_add<kFma>(p, r, kExpC5);
-    p = mul_add<kFma>(p, r, kExpC4);
-    p = mul_add<kFma>(p, r, kExpC3);
-    p = mul_add<kFma>(p, r, kExpC2);
-    p = mul_add<kFma>(p, r, 1.0f);
-    p = mul_add<kFma>(p, r, 1.0f);
+    float kf;
+    const float p = exp_reduce<kFma>(xc, kf);
     const int32_t ki = static_cast<int32_t>(kf);
     const int32_t k1 = ki >> 1, k2 = ki - k1;  // each in [-76, 64]
     const uint32_t b1 = static_cast<uint32_t>(k1 + 127) << 23;
@@ -230,22 +239,9 @@ QMAMBA_INLINE void store_vec(T* p, Vec<T> v) {
 template <bool kFma>
 QMAMBA_INLINE void exp_block_in_range(const float* __restrict x, float* __restrict out,
                                       int64_t m) {
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2Hi = 0.693145751953125f;
-  constexpr float kLn2Lo = 1.42860682030941723212e-6f;
-  constexpr float kShift = 12582912.0f;
   for (int64_t i = 0; i < m; ++i) {
-    const float xi = x[i];
-    const float kf = mul_add<kFma>(xi, kLog2e, kShift) - kShift;
-    float r = mul_add<kFma>(-kf, kLn2Hi, xi);
-    r = mul_add<kFma>(-kf, kLn2Lo, r);
-    float p = kExpC6;
-    p = mul_add<kFma>(p, r, kExpC5);
-    p = mul_add<kFma>(p, r, kExpC4);
-    p = mul_add<kFma>(p, r, kExpC3);
-    p = mul_add<kFma>(p, r, kExpC2);
-    p = mul_add<kFma>(p, r, 1.0f);
-    p = mul_add<kFma>(p, r, 1.0f);
+    float kf;
+    const float p = exp_reduce<kFma>(x[i], kf);
     int32_t bits;
     std::memcpy(&bits, &p, sizeof(bits));
     bits += static_cast<int32_t>(kf) << 23;
