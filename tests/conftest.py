@@ -11,3 +11,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+def _write_image_folder(root, per_class: int, classes: int = 10):
+    """An ImageNet-layout folder under `root`: train/ and val/, `classes` class folders
+    each, `per_class` seeded random 28x28 grey PNGs per class (0.png, 1.png, ...)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), "L").save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_image_folder():
+    """The function that writes a small ImageNet-layout image folder (tests of data and CLI)."""
+    return _write_image_folder

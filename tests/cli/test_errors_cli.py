@@ -5,10 +5,8 @@ import json
 import os
 import signal
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import qmamba.pipeline as pipeline
 from qmamba.errors import CheckpointError
@@ -29,17 +27,10 @@ def _quantize_args(tiny_name, tiny_checkpoint, *extra):
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
+def image_folder(tmp_path_factory, write_image_folder):
     """ImageNet layout for a 10-class 28x28 grey model: 2 images per class and split, and
     one corrupt file in val/."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in range(10):
-            d = root / split / f"c{c}"
-            d.mkdir(parents=True)
-            for i in range(2):
-                Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), "L").save(d / f"{i}.png")
+    root = write_image_folder(tmp_path_factory.mktemp("images"), per_class=2)
     bad = root / "val" / "c3" / "zz_bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     return root, bad

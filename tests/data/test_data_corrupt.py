@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from qmamba.data import build_eval_dataset, calibration_indices, make_loader
 from qmamba.data.imagefolder import readable_indices
@@ -20,16 +18,9 @@ CFG = fashion_mnist_data_config()  # 1x28x28, 10 classes
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def folder(tmp_path_factory, write_image_folder):
     """10 classes x 3 images per split; two corrupt files in train/, one in val/."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in range(10):
-            d = root / split / f"c{c}"
-            d.mkdir(parents=True)
-            for i in range(3):
-                Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), "L").save(d / f"{i}.png")
+    root = write_image_folder(tmp_path_factory.mktemp("data"), per_class=3)
     bad = [root / "train" / "c0" / "1.png", root / "train" / "c5" / "0.png", root / "val" / "c9" / "2.png"]
     for b in bad:
         b.write_bytes(b.read_bytes()[:40])  # truncated: the header survives, the pixels do not

@@ -25,28 +25,12 @@ import time
 import torch
 
 
-def _time(fn, repeats: int, device: torch.device) -> list[float]:
-    from qmamba.bench.scan import _sync
-
-    fn()  # warm-up (and the compiled extension's build / the Triton compile on first use)
-    out = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def _time_interleaved(fns: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds per call of each function, the functions taking turns in every repeat, so
-    that all see the same machine load (a shared machine's load changes within seconds);
-    the scan benchmark's timer."""
+def _time(fns: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per call of each function after a warm-up, the functions taking turns in
+    every repeat so that all see the same machine load (the scan benchmark's timer)."""
     from qmamba.bench.scan import _time_pair
 
-    times, _ = _time_pair(fns, repeats, device)
-    return times
+    return _time_pair(fns, repeats, device)[0]
 
 
 def _record(result: dict, key: str, times: list[float], batch: int) -> None:
@@ -112,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # the reference loop is slow: timed on its own, the others take turns
     turns = [b for b in backends if b != "reference"]
-    times = _time_interleaved({b: with_backend(b) for b in turns}, args.repeats, device)
+    times = _time({b: with_backend(b) for b in turns}, args.repeats, device)
     if "reference" in backends:
-        times["reference"] = _time(with_backend("reference"), args.repeats, device)
+        times.update(_time({"reference": with_backend("reference")}, args.repeats, device))
     for backend in backends:
         _record(result, backend, times[backend], args.batch)
     fast = [b for b in backends if b not in ("noop", "reference")]
@@ -144,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             if backend == "noop":  # the quantized scan has no no-op: it is the scan under test
                 continue
             with ops.scan_backend(backend):
-                _record(result, f"quantized_{backend}", _time(timed(qmodel), args.repeats, device), args.batch)
+                _record(result, f"quantized_{backend}", _time({"q": timed(qmodel)}, args.repeats, device)["q"], args.batch)
             if backend in fast:
                 result[f"quantized_over_float_{backend}"] = (
                     result[f"quantized_{backend}_ms_per_image"] / result[f"{backend}_ms_per_image"])

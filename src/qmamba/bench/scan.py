@@ -71,8 +71,9 @@ def _sync(device: torch.device | None) -> None:
 
 
 def _time_pair(fns: dict, repeats: int, device: torch.device | None = None) -> dict:
-    """Median and min seconds of each function, runs interleaved, after one warm-up each
-    (the warm-up also compiles: the C++ extension or the Triton kernels)."""
+    """(seconds of every run of each function, each function's warm-up result): the
+    functions take turns in every repeat, after one warm-up each (the warm-up also
+    compiles: the C++ extension or the Triton kernels)."""
     results = {name: fn() for name, fn in fns.items()}
     times = {name: [] for name in fns}
     for _ in range(repeats):

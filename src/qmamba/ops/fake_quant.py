@@ -18,9 +18,7 @@ import math
 import torch
 
 from qmamba.ops import backend
-from qmamba.ops.scan_quant_spec import GRID_KINDS, log_grid_tables
-
-_KIND_CODE = {kind: i + 1 for i, kind in enumerate(GRID_KINDS)}
+from qmamba.ops.scan_compiled import KIND_CODE, kernel_grid_tables
 
 
 def broadcast_layout(x_shape: tuple[int, ...], p_shape: tuple[int, ...]) -> tuple[int, int] | None:
@@ -41,14 +39,15 @@ def broadcast_layout(x_shape: tuple[int, ...], p_shape: tuple[int, ...]) -> tupl
     return math.prod(x_shape[first:last + 1]), math.prod(x_shape[last + 1:])
 
 
-def _usable(x: torch.Tensor) -> bool:
+def _extension_for(x: torch.Tensor):
+    """The compiled extension if the fused op applies to x, else None."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return False
+        return None
     if torch.is_grad_enabled() and x.requires_grad:
-        return False
+        return None
     if backend.get_scan_backend() not in ("auto", "compiled"):
-        return False
-    return backend.load_extension() is not None
+        return None
+    return backend.load_extension()
 
 
 def fake_quant_fused(
@@ -61,7 +60,8 @@ def fake_quant_fused(
     base: float = 2.0,
 ) -> torch.Tensor | None:
     """Q(x) by the compiled kernel, or None where it does not apply (see the module)."""
-    if kind not in _KIND_CODE or not _usable(x):
+    ext = _extension_for(x) if kind in KIND_CODE else None
+    if ext is None:
         return None
     layout = broadcast_layout(tuple(x.shape), tuple(scale.shape))
     if zero_point is not None and layout != broadcast_layout(tuple(x.shape), tuple(zero_point.shape)):
@@ -74,20 +74,14 @@ def fake_quant_fused(
          else zero_point.detach().to(x.dtype).contiguous().reshape(-1))
     if s.numel() != mid or z.numel() != mid:
         return None
-    if kind == "uniform":
-        thr = val = None
-    else:
-        c, p = log_grid_tables(base, qmin, qmax, x.dtype, x.device)
-        inf = torch.full((1,), math.inf, dtype=x.dtype)
-        thr, val = torch.cat([inf, c, -inf]).contiguous(), p.contiguous()
-    ext = backend.load_extension()
+    thr, val = kernel_grid_tables(kind, base, qmin, qmax, x.dtype, x.device)
     if mid == 1 and _dense(x):
         # one parameter: any dense layout is processed in memory order and keeps its strides
         flat = x.detach().as_strided((x.numel(),), (1,))
-        out = ext.fake_quant_broadcast(flat, _KIND_CODE[kind], s, z, thr, val, float(qmin),
+        out = ext.fake_quant_broadcast(flat, KIND_CODE[kind], s, z, thr, val, float(qmin),
                                        float(qmax), float(base), 1)
         return out.as_strided(x.shape, x.stride())
-    out = ext.fake_quant_broadcast(x.detach().contiguous(), _KIND_CODE[kind], s, z, thr, val,
+    out = ext.fake_quant_broadcast(x.detach().contiguous(), KIND_CODE[kind], s, z, thr, val,
                                    float(qmin), float(qmax), float(base), inner)
     return out.view(x.shape)
 

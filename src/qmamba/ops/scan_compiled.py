@@ -19,8 +19,8 @@ from qmamba.ops import backend
 from qmamba.ops.scan_quant_spec import GRID_KINDS, ScanPointQuant, log_grid_tables
 from qmamba.ops.scan_reference import STAT_NAMES, check_scan_inputs, compute_dtype, quant_tables
 
-_KIND_CODE = {kind: i + 1 for i, kind in enumerate(GRID_KINDS)}  # 0 = no quantizer
-assert _KIND_CODE == {"uniform": 1, "log1m": 2, "log_signed": 3}  # matches enum QKind in C++
+KIND_CODE = {kind: i + 1 for i, kind in enumerate(GRID_KINDS)}  # 0 = no quantizer
+assert KIND_CODE == {"uniform": 1, "log1m": 2, "log_signed": 3}  # matches enum QKind in C++
 
 
 def _ext():
@@ -102,9 +102,12 @@ def selective_scan_compiled(
     return (out, last_state) if return_last_state else out
 
 
-def _log_tables(spec: ScanPointQuant, dtype, device):
-    """(thresholds padded to +inf, c_qmin .. c_{qmax-1}, -inf; values p_qmin .. p_qmax)."""
-    c, p = log_grid_tables(spec.base, spec.qmin, spec.qmax, dtype, device)
+def kernel_grid_tables(kind: str, base: float, qmin: int, qmax: int, dtype, device):
+    """The kernel's tables of a grid: (None, None) for uniform; for log grids (thresholds
+    padded to +inf, c_qmin .. c_{qmax-1}, -inf; values p_qmin .. p_qmax)."""
+    if kind == "uniform":
+        return None, None
+    c, p = log_grid_tables(base, qmin, qmax, dtype, device)
     inf = torch.full((1,), math.inf, dtype=dtype, device=device)
     return torch.cat([inf, c, -inf]).contiguous(), p.contiguous()
 
@@ -137,8 +140,8 @@ def _quant_args(spec: ScanPointQuant | None, tables, dtype, device):
     if spec is None:
         return (0, None, None, None, None, None, 0.0, 0.0, 0.0)
     scale, zp, group = tables
-    thr, val = (None, None) if spec.kind == "uniform" else _log_tables(spec, dtype, device)
-    return (_KIND_CODE[spec.kind], scale, zp, group, thr, val, float(spec.qmin),
+    thr, val = kernel_grid_tables(spec.kind, spec.base, spec.qmin, spec.qmax, dtype, device)
+    return (KIND_CODE[spec.kind], scale, zp, group, thr, val, float(spec.qmin),
             float(spec.qmax), float(spec.base))
 
 
@@ -171,12 +174,15 @@ def quantized_scan_compiled(
 def fake_quant_kernel(x: torch.Tensor, spec: ScanPointQuant, scale, zero_point) -> torch.Tensor:
     """The kernel's elementwise quantizer on x (scale / zero_point broadcast to x).
 
-    For tests: compare with `scan_quant_spec.apply_scan_quant`.
+    For tests: compare with `scan_quant_spec.apply_scan_quant`. Runs the fused fake
+    quantization op with one parameter per element.
     """
-    scale = scale.to(x.dtype).expand_as(x)
+    x = x.contiguous()
+    scale = scale.to(x.dtype).expand_as(x).contiguous().reshape(-1)
     zp = (torch.zeros_like(x) if zero_point is None else zero_point.to(x.dtype)).expand_as(x)
-    thr, val = (None, None) if spec.kind == "uniform" else _log_tables(spec, x.dtype, x.device)
-    return _ext().fake_quant(
-        x, _KIND_CODE[spec.kind], scale, zp, thr, val, float(spec.qmin), float(spec.qmax),
-        float(spec.base),
+    thr, val = kernel_grid_tables(spec.kind, spec.base, spec.qmin, spec.qmax, x.dtype, x.device)
+    out = _ext().fake_quant_broadcast(
+        x.reshape(-1), KIND_CODE[spec.kind], scale, zp.contiguous().reshape(-1), thr, val,
+        float(spec.qmin), float(spec.qmax), float(spec.base), 1,
     )
+    return out.view(x.shape)

@@ -89,30 +89,13 @@ constexpr float kExpC4 = 0.04166838899254799f;
 constexpr float kExpC5 = 0.008368710055947304f;
 constexpr float kExpC6 = 0.001381461275741458f;
 
-// exp(x) = 2^k p for a finite x: k = round(x log2 e) (as a float, kf) and p = exp(r),
-// r = x - k ln2 (Cody-Waite), by the polynomial above. Shared by exp_block_float and
-// exp_block_in_range, which must give the same bits.
 template <bool kFma>
-QMAMBA_INLINE float exp_reduce(float x, float& kf) {
+QMAMBA_INLINE void exp_block_float(const float* __restrict x, float* __restrict out,
+                                   int64_t n) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693145751953125f;  // 9 trailing zero bits: k * kLn2Hi exact
   constexpr float kLn2Lo = 1.42860682030941723212e-6f;
   constexpr float kShift = 12582912.0f;  // 1.5 * 2^23: (v + kShift) - kShift = round(v)
-  kf = mul_add<kFma>(x, kLog2e, kShift) - kShift;
-  float r = mul_add<kFma>(-kf, kLn2Hi, x);
-  r = mul_add<kFma>(-kf, kLn2Lo, r);
-  float p = kExpC6;
-  p = mul_add<kFma>(p, r, kExpC5);
-  p = mul_add<kFma>(p, r, kExpC4);
-  p = mul_add<kFma>(p, r, kExpC3);
-  p = mul_add<kFma>(p, r, kExpC2);
-  p = mul_add<kFma>(p, r, 1.0f);
-  return mul_add<kFma>(p, r, 1.0f);
-}
-
-template <bool kFma>
-QMAMBA_INLINE void exp_block_float(const float* __restrict x, float* __restrict out,
-                                   int64_t n) {
   constexpr float kHi = 88.72283935546875f;  // above: +inf
   constexpr float kLo = -103.97208404541015625f;  // below: 0
   for (int64_t i = 0; i < n; ++i) {
@@ -120,8 +103,16 @@ QMAMBA_INLINE void exp_block_float(const float* __restrict x, float* __restrict 
     float xc = xi < kLo ? kLo : xi;
     xc = xc > kHi ? kHi : xc;
     xc = xi != xi ? 0.0f : xc;
-    float kf;
-    const float p = exp_reduce<kFma>(xc, kf);
+    const float kf = mul_add<kFma>(xc, kLog2e, kShift) - kShift;
+    float r = mul_add<kFma>(-kf, kLn2Hi, xc);
+    r = mul_add<kFma>(-kf, kLn2Lo, r);
+    float p = kExpC6;
+    p = mul_add<kFma>(p, r, kExpC5);
+    p = mul_add<kFma>(p, r, kExpC4);
+    p = mul_add<kFma>(p, r, kExpC3);
+    p = mul_add<kFma>(p, r, kExpC2);
+    p = mul_add<kFma>(p, r, 1.0f);
+    p = mul_add<kFma>(p, r, 1.0f);
     const int32_t ki = static_cast<int32_t>(kf);
     const int32_t k1 = ki >> 1, k2 = ki - k1;  // each in [-76, 64]
     const uint32_t b1 = static_cast<uint32_t>(k1 + 127) << 23;
@@ -229,33 +220,13 @@ QMAMBA_INLINE void store_vec(T* p, Vec<T> v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
-// exp over a block whose values all lie in [-86, 88] (no NaN): exp_block_float's formulas
-// without its clamps and special cases, and 2^k applied at once by adding k to p's
-// exponent field (for these x, k = round(x log2 e) is in [-125, 127] and p * 2^k is a
-// normal float, so this is exact, as exp_block_float's (p * 2^k1) * 2^k2 is): bit for bit
-// exp_block_float's result (tests/ops/test_selective_scan.py checks it on a sweep), with
-// fewer operations. A plain loop, so that the loop vectorizer (reliable, unlike SLP on
-// vector-extension code, which was seen to fall back to scalar FMAs) vectorizes it.
-template <bool kFma>
-QMAMBA_INLINE void exp_block_in_range(const float* __restrict x, float* __restrict out,
-                                      int64_t m) {
-  for (int64_t i = 0; i < m; ++i) {
-    float kf;
-    const float p = exp_reduce<kFma>(x[i], kf);
-    int32_t bits;
-    std::memcpy(&bits, &p, sizeof(bits));
-    bits += static_cast<int32_t>(kf) << 23;
-    std::memcpy(&out[i], &bits, sizeof(bits));
-  }
-}
-
 // 2^y over a block whose values all lie in [-125, 127] (no NaN): y = k + f, k = round(y),
 // f = y - k in [-1/2, 1/2] exactly; 2^f = 1 + f q(f), q of degree 5 fitted to the relative
 // error (Lawson's iteration in float64, then rounded to float: 0.93 ulp on [-1/2, 1/2]
 // with FMA); 2^k added to the exponent field (normal results for these y). The in-range
 // path of the float scans computes A_bar = exp(delta A) as 2^(delta (A log2 e)) with
-// A log2 e rounded once per channel: two FMAs fewer per element than exp_block_in_range
-// (the FMA units bound the scan), at a relative error of about |delta A| * 2^-23 from
+// A log2 e rounded once per channel: three FMAs fewer per element than exp_block_float
+// and no range clamps (the FMA units bound the scan), at a relative error of about |delta A| * 2^-23 from
 // exp(delta A) (an ulp for |delta A| near 1; A_bar is then small where it is larger).
 constexpr float kExp2Q0 = 0.6931471824645996f;
 constexpr float kExp2Q1 = 0.24022647738456726f;
@@ -286,9 +257,9 @@ QMAMBA_INLINE void exp2_block_in_range(const float* __restrict y, float* __restr
   }
 }
 
-// Whether every delta_t * A_k of a block lies in [-86, 0] (so exp_block_in_range applies):
-// delta in [0, dmax], A in [-amax, 0], dmax * amax <= 85 (the rounded products stay
-// within 86). NaN or negative delta, positive A: false (the general path handles them).
+// Whether every delta_t * A_k of a block lies in [-86, 0], so that delta_t (A_k log2 e)
+// lies in [-125, 0] where exp2_block_in_range applies: delta in [0, dmax], A in
+// [-amax, 0], dmax * amax <= 85 (the rounded products stay within 86). NaN or negative delta, positive A: false (the general path handles them).
 QMAMBA_INLINE bool exp_args_in_range(const float* dt, int64_t m, const float* A, int64_t na) {
   int ok = 1;
   float dmax = 0.0f, amax = 0.0f;
@@ -451,7 +422,7 @@ QMAMBA_INLINE Vec<T> step_state(Vec<T> abar, Vec<T> h, Vec<T> dtu, T Bk) {
   return abar * h + dtu * Bk;
 }
 
-// The recurrence of a block: the exps of kChunk steps in one block (exp_block_in_range
+// The recurrence of a block: the exps of kChunk steps in one block (exp2_block_in_range
 // where `in_range`, else exp_block), then the steps.
 template <typename T, bool kFma>
 QMAMBA_INLINE void lane_steps(const FwdArgs<T>& a, LaneBuffers<T>& buf, Vec<T> Dv,
@@ -587,16 +558,14 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
 }
 
 // Elementwise functions of the float forward, for the tests: kind 0 exp (exp_block),
-// 1 exp on the in-range path (exp_block_in_range; x in [-86, 88]), 2 softplus, 3 silu,
-// 4 2^x on the scans' in-range path (exp2_block_in_range; x in [-125, 127]).
+// 1 2^x on the scans' in-range path (exp2_block_in_range; x in [-125, 127]), 2 softplus,
+// 3 silu.
 template <bool kFma>
 QMAMBA_INLINE void elementwise_impl(int64_t kind, const float* x, float* o, float* tmp,
                                     int64_t m) {
   if (kind == 0) {
     exp_block_float<kFma>(x, o, m);
   } else if (kind == 1) {
-    exp_block_in_range<kFma>(x, o, m);
-  } else if (kind == 4) {
     exp2_block_in_range<kFma>(x, o, m);
   } else {
     std::copy(x, x + m, o);
@@ -614,7 +583,7 @@ QMAMBA_TARGET_AVX2 void elementwise_avx2(int64_t kind, const float* x, float* o,
 
 at::Tensor scan_elementwise(const at::Tensor& x, int64_t kind) {
   TORCH_CHECK(x.scalar_type() == at::kFloat, "scan_elementwise: float32 expected");
-  TORCH_CHECK(kind >= 0 && kind <= 4, "scan_elementwise: kind 0..4");
+  TORCH_CHECK(kind >= 0 && kind <= 3, "scan_elementwise: kind 0..3");
   auto in = x.contiguous();
   auto out = at::empty_like(in);
   const int64_t m = in.numel();
@@ -1673,25 +1642,6 @@ void qscan_run(const QScanArgs<T>& args) {
   });
 }
 
-template <typename T>
-void fake_quant_run(const QParams<T>& q, T* xp, const T* sp, const T* zpp, int64_t total) {
-  const int64_t chunk = 4096;
-  std::vector<T> r(chunk);
-  std::vector<int32_t> cnt(chunk);
-  for (int64_t i0 = 0; i0 < total; i0 += chunk) {
-    const int64_t m = std::min(chunk, total - i0);
-#ifdef QMAMBA_X86_DISPATCH
-    if constexpr (std::is_same_v<T, float>) {
-      if (cpu_has_avx2_fma()) {
-        quant_elems_avx2(q, xp + i0, sp + i0, zpp + i0, m, r.data(), cnt.data());
-        continue;
-      }
-    }
-#endif
-    quant_elems<T>(q, xp + i0, sp + i0, zpp + i0, m, r.data(), cnt.data());
-  }
-}
-
 std::vector<at::Tensor> quantized_scan_fwd(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
     const at::Tensor& C,
@@ -1748,8 +1698,9 @@ std::vector<at::Tensor> quantized_scan_fwd(
 
 // Fake quantization of x viewed as (outer, mid, inner), contiguous, with one scale / zero
 // point per mid index (mid = 1: per tensor): the activation quantizers' inference path
-// (qmamba/ops/fake_quant.py). quant_elems' code, so the spec's values bit for bit, in one
-// pass instead of PyTorch's five or six.
+// (qmamba/ops/fake_quant.py), and with mid = numel the tests' per-element quantizer
+// (scan_compiled.fake_quant_kernel). quant_elems' code, so the spec's values bit for bit,
+// in one pass instead of PyTorch's five or six.
 template <typename T>
 void fake_quant_broadcast_run(const QParams<T>& q, const T* xp, T* op, const T* sp, const T* zpp,
                               int64_t total, int64_t mid, int64_t inner) {
@@ -1805,25 +1756,6 @@ at::Tensor fake_quant_broadcast(const at::Tensor& x, int64_t kind, const at::Ten
   return out;
 }
 
-// Elementwise fake quantization with the kernel's code (tests compare it with the spec).
-at::Tensor fake_quant_elementwise(const at::Tensor& x, int64_t kind, const at::Tensor& scale,
-                                  const at::Tensor& zp, const std::optional<at::Tensor>& thr,
-                                  const std::optional<at::Tensor>& val, double qmin, double qmax,
-                                  double base) {
-  auto out = x.contiguous().clone();
-  auto sc = scale.contiguous();
-  auto zc = zp.contiguous();
-  TORCH_CHECK(sc.numel() == out.numel() && zc.numel() == out.numel(),
-              "scale and zero point must have x's size");
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "qmamba_fake_quant", [&] {
-    using T = scalar_t;
-    const QParams<T> q = make_qparams<T>(kind, sc, zc, std::nullopt, thr, val, qmin, qmax,
-                                         base, 1, 1);
-    fake_quant_run<T>(q, out.data_ptr<T>(), sc.data_ptr<T>(), zc.data_ptr<T>(), out.numel());
-  });
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY(qmamba_scan, m) {
@@ -1850,8 +1782,4 @@ TORCH_LIBRARY(qmamba_scan, m) {
       "float h_qmin, float h_qmax, float h_base, bool b_includes_u, bool collect_stats) "
       "-> Tensor[]",
       &quantized_scan_fwd);
-  m.def(
-      "fake_quant(Tensor x, int kind, Tensor scale, Tensor zp, Tensor? thr, Tensor? val, "
-      "float qmin, float qmax, float base) -> Tensor",
-      &fake_quant_elementwise);
 }
