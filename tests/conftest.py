@@ -1,6 +1,18 @@
-"""Fixtures shared by every test folder."""
-import pytest
-import torch
+"""Fixtures shared by every test folder.
+
+MKL's kernels are pinned to its vendor-neutral code path (conditional numerical
+reproducibility, `MKL_CBWR=COMPATIBLE`) before torch loads: on Intel CPUs MKL otherwise
+takes AVX-512 paths whose transcendental functions (torch.exp in float64, through VML)
+differ from AMD's in the last bit, and the float64 conformance checks
+(tests/models/test_conformance.py) amplify one ulp of exp(A_log) to 1e-9 .. 1e-7 in the
+logits. With the pin, every x86-64 machine computes the same bits.
+"""
+import os
+
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="module")
