@@ -1,0 +1,67 @@
+"""Writes the saved-model fixtures in this folder (run once, at commit df1da24, before the
+quantizer registry replaced serialize.py's if/elif chains; kept so a later qmamba proves
+that models saved by that version still load and give the same logits).
+
+    python tests/quant/data/make_saved_v1.py
+
+Each case is a tiny Vim or VMamba (random weights, tests/quant/quant_helpers.py) quantized
+by one recipe on 16 seeded random images, saved with `save_quantized` into
+`<case>/`, plus the logits of 4 seeded images in `expected_logits.safetensors`. The cases
+cover every quantizer kind and the rotation slots: scan (uniform, log1m, log_signed),
+log, uniform, weight codes, smoothed input and weight (ptq4vm), twin uniform (ptq4vit),
+log-sqrt(2) and reparameterization (repq_vit), Hadamard / KLT rotations (mambaquant,
+quamba).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")  # as the tests run (tests/conftest.py)
+from pathlib import Path
+
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+HERE = Path(__file__).resolve().parent / "saved_v1"
+sys.path.insert(0, str(HERE.parent.parent))
+
+from quant_helpers import image_loader, tiny_vim, tiny_vmamba  # noqa: E402
+
+from qmamba.quant.calibrate import quantize  # noqa: E402
+from qmamba.quant.config import QuantConfig  # noqa: E402
+from qmamba.quant.serialize import save_quantized  # noqa: E402
+
+CASES = [  # (case, model, recipe, w_bits, a_bits)
+    ("vim_qmamba_w4a4", "vim", "qmamba", 4, 4),
+    ("vim_ptq4vm_w4a8", "vim", "ptq4vm", 4, 8),
+    ("vim_ptq4vit_w4a4", "vim", "ptq4vit", 4, 4),
+    ("vim_repq_vit_w4a4", "vim", "repq_vit", 4, 4),
+    ("vim_mambaquant_w4a4", "vim", "mambaquant", 4, 4),
+    ("vmamba_qmamba_w4a4", "vmamba", "qmamba", 4, 4),
+    ("vmamba_quamba_w8a8", "vmamba", "quamba", 8, 8),
+]
+SIZES = {"vim": 28, "vmamba": 32}
+
+
+def inputs(model: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(123)
+    return torch.randn(4, 1, SIZES[model], SIZES[model], generator=g)
+
+
+def main() -> None:
+    logits = {}
+    for case, model_name, recipe, w, a in CASES:
+        model = tiny_vim() if model_name == "vim" else tiny_vmamba()
+        config = QuantConfig.from_recipe(recipe, w, a, calib_size=16, seed=0)
+        if config.search.enabled:
+            config = config.replace(**{"search.samples": 8})
+        qmodel = quantize(model, config, image_loader(16, SIZES[model_name]))
+        save_quantized(qmodel, HERE / case)
+        with torch.no_grad():
+            logits[case] = qmodel(inputs(model_name)).contiguous()
+    save_file(logits, str(HERE / "expected_logits.safetensors"))
+
+
+if __name__ == "__main__":
+    main()

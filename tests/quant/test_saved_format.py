@@ -1,0 +1,32 @@
+"""Models saved by an earlier qmamba keep loading and give the same logits.
+
+The fixtures in data/saved_v1/ were written by data/make_saved_v1.py at commit df1da24
+(format version 1, before the quantizer registry): one tiny model per recipe, covering
+every quantizer kind and the rotation slots. A change to the saved format must keep them
+loading, or bump the format version with a converter.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from qmamba.quant.serialize import load_quantized
+
+DATA = Path(__file__).resolve().parent / "data" / "saved_v1"
+sys.path.insert(0, str(DATA.parent))
+
+from make_saved_v1 import CASES, inputs  # noqa: E402
+
+
+@pytest.mark.parametrize("case,model,recipe", [c[:3] for c in CASES])
+def test_saved_v1_loads_with_the_same_logits(case, model, recipe):
+    expected = load_file(str(DATA / "expected_logits.safetensors"))[case]
+    qmodel = load_quantized(DATA / case)
+    assert qmodel.qmamba_config.recipe == recipe
+    with torch.no_grad():
+        logits = qmodel(inputs(model))
+    assert torch.equal(logits, expected)
