@@ -358,13 +358,13 @@ def materialize(split: DataSplit, batch_size: int, workers: int = 0) -> list[tup
 # ----------------------------------------------------------------------------- calibration
 def calibrate(model: nn.Module, config: QuantConfig, calib_batches: Sequence[torch.Tensor],
               device: torch.device, progress: Progress, desc: str | None = None) -> nn.Module:
-    """`qmamba.quant.calibrate.quantize` with a progress bar over the blocks.
+    """`qmamba.quant.engine.calibrate.quantize` with a progress bar over the blocks.
 
     A calibration that runs out of memory is restarted with every batch split in halves
     (down to one image per batch), as timm's validate retries with a smaller batch; the
     batch size used is recorded in `qmodel.qmamba_info["calibration_batch_size"]`.
     """
-    from qmamba.quant.calibrate import quantize
+    from qmamba.quant.engine.calibrate import quantize
 
     batches = list(calib_batches)
     while True:
@@ -660,7 +660,7 @@ def _quantize_and_report(job: QuantizeJob, config: QuantConfig, lm: LoadedModel,
 
 def _float_copy(model: nn.Module, config: QuantConfig) -> nn.Module:
     """The 'fp' recipe: quantize() returns an unquantized copy carrying the config."""
-    from qmamba.quant.calibrate import quantize
+    from qmamba.quant.engine.calibrate import quantize
 
     return quantize(model, config, [])
 

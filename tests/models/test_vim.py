@@ -14,10 +14,10 @@ import qmamba
 from qmamba.models import ssm as ssm_module
 from qmamba.models.builtin import BUILTIN_MODELS
 from qmamba.models.registry import imagenet_data_config, list_models, register_with_timm
-from qmamba.models.ssm import SSMQuantPoints
 from qmamba.models.vim import VisionMamba
-from qmamba.quant.point import QuantPoint, iter_points
-from qmamba.quant.rotation import idle_rotation_points
+from qmamba.nn.point import QuantPoint, iter_points
+from qmamba.nn.rotation import idle_rotation_points
+from qmamba.nn.ssm_points import SSMQuantPoints
 
 VIM_NAMES = [
     n for n in list_models() if n.startswith("vim_") and n not in BUILTIN_MODELS

@@ -16,7 +16,7 @@ from qmamba.models.builtin import BUILTIN_MODELS
 from qmamba.models.registry import imagenet_data_config, list_models, register_with_timm
 from qmamba.models.vmamba import VSSM
 from qmamba.models.vmamba_blocks import SS2D, cross_merge, cross_scan
-from qmamba.quant.point import iter_points
+from qmamba.nn.point import iter_points
 
 VMAMBA_NAMES = [
     n for n in list_models() if n.startswith("vmamba_") and n not in BUILTIN_MODELS

@@ -1,6 +1,6 @@
 """Models saved by an earlier qmamba keep loading and give the same logits.
 
-The fixtures in data/saved_v1/ were written by data/make_saved_v1.py at commit df1da24
+The fixtures in data/saved_v1/ were written by data/make_saved_v1.py at commit e7abc22
 (format version 1, before the quantizer registry): one tiny model per recipe, covering
 every quantizer kind and the rotation slots. A change to the saved format must keep them
 loading, or bump the format version with a converter.
@@ -23,7 +23,7 @@ from make_saved_v1 import CASES, inputs  # noqa: E402
 
 
 @pytest.mark.parametrize("case,model,recipe", [c[:3] for c in CASES])
-def test_saved_v1_loads_with_the_same_logits(case, model, recipe):
+def test_saved_v1_loads_with_the_same_logits(case, model, recipe, one_thread):
     expected = load_file(str(DATA / "expected_logits.safetensors"))[case]
     qmodel = load_quantized(DATA / case)
     assert qmodel.qmamba_config.recipe == recipe

@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             result[f"reference_over_{b}"] = result["reference_ms_per_image"] / result[f"{b}_ms_per_image"]
 
     if args.quantized:
-        from qmamba.quant.calibrate import quantize
         from qmamba.quant.config import QuantConfig
+        from qmamba.quant.engine.calibrate import quantize
 
         g = torch.Generator().manual_seed(1)
         calib = [(torch.randn(min(8, args.calib - i), c, h, w, generator=g).to(device), None)

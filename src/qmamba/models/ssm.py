@@ -1,44 +1,17 @@
 """The selective SSM step shared by Vim and VMamba, with its quantization points.
 
-`SSMQuantPoints` holds the named points of one scan (method.md's table):
-`u`, `delta`, `A` (A_bar), `B` (B_bar u), `C`, `h` (hidden state, TGQ), `y`, `z`.
+`SSMQuantPoints` (qmamba.nn.ssm_points) holds the named points of one scan;
 `selective_ssm` runs the float scan when none of them is active (the exact upstream
 math, fast path) and the quantized recurrence otherwise.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from qmamba import ops
+from qmamba.nn.ssm_points import SSMQuantPoints
 from qmamba.ops.scan_reference import quantized_scan_reference
-from qmamba.quant.point import QuantPoint
-
-
-class SSMQuantPoints(nn.Module):
-    def __init__(self, has_z: bool, directions: int = 1):
-        """`directions`: scan directions stacked along the channels of this one scan
-        (VMamba: 4); TGQ gives each its own scales."""
-        super().__init__()
-        self.directions = directions
-        # all (b, d, l) tensors here are channels-first
-        self.u = QuantPoint("ssm.u", channel_axis=1)  # applied by the model: u feeds x_proj and the scan
-        self.delta = QuantPoint("ssm.delta", channel_axis=1)
-        self.A = QuantPoint("ssm.A")
-        self.B = QuantPoint("ssm.B")
-        self.C = QuantPoint("ssm.C")
-        self.h = QuantPoint("ssm.h")
-        self.y = QuantPoint("ssm.y", channel_axis=1)
-        self.z = QuantPoint("ssm.z", channel_axis=1) if has_z else None
-
-    def scan_points(self) -> tuple[QuantPoint, ...]:
-        points = (self.delta, self.A, self.B, self.C, self.h, self.y)
-        return points + ((self.z,) if self.z is not None else ())
-
-    @property
-    def active(self) -> bool:
-        return any(p.active for p in self.scan_points())
 
 
 def selective_ssm(

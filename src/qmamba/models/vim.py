@@ -20,9 +20,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from qmamba.errors import CheckpointError, QMambaError
-from qmamba.models.layers import QuantConv1d, QuantConv2d, QuantLinear, RMSNorm, at_least_float32
+from qmamba.models.layers import RMSNorm, at_least_float32
 from qmamba.models.registry import imagenet_data_config, register_model
-from qmamba.models.ssm import SSMQuantPoints, selective_ssm
+from qmamba.models.ssm import selective_ssm
+from qmamba.nn.layers import QuantConv1d, QuantConv2d, QuantLinear
+from qmamba.nn.ssm_points import SSMQuantPoints
 
 __all__ = ["VisionMamba", "BiMambaMixer", "VimBlock", "PatchEmbed", "ScanBranch", "DropPath"]
 
@@ -167,7 +169,7 @@ class BiMambaMixer(nn.Module):
         self.backward_branch = ScanBranch(R, N)
 
     def rotation_sites(self) -> dict[str, list]:
-        """The Linear inputs the rotating recipes may transform (qmamba.quant.outliers):
+        """The Linear inputs the rotating recipes may transform (qmamba.quant.methods.outliers):
         `norm_input` reads the normed residual stream, `ssm_output` the scan output,
         `inner` reads u; `folded`: (producer, rows, consumer) where the consumer's input
         is the producer's first `rows` outputs, so a rotation of it folds into them."""
@@ -310,7 +312,7 @@ class VisionMamba(nn.Module):
 
     def quant_blocks(self) -> list[nn.Module]:
         """The blocks calibrated one after another: layer i maps (hidden, residual) of
-        layer i-1 to its own (see qmamba.quant.calibrate)."""
+        layer i-1 to its own (see qmamba.quant.engine.calibrate)."""
         return list(self.layers)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

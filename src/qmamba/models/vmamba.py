@@ -20,7 +20,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from qmamba.models.layers import LayerNorm2d, QuantLinear
+from qmamba.models.layers import LayerNorm2d
 from qmamba.models.registry import imagenet_data_config, register_model
 from qmamba.models.vmamba_blocks import (
     PatchMerging2D,
@@ -30,6 +30,7 @@ from qmamba.models.vmamba_blocks import (
     patch_embed_v1,
     patch_embed_v2,
 )
+from qmamba.nn.layers import QuantLinear
 
 __all__ = ["VSSM"]
 
@@ -137,7 +138,7 @@ class VSSM(nn.Module):
     def quant_blocks(self) -> list[nn.Module]:
         """The modules calibrated one after another, in forward order: every VSS block
         and every downsample between stages; each maps the previous one's output to its
-        own (see qmamba.quant.calibrate)."""
+        own (see qmamba.quant.engine.calibrate)."""
         out: list[nn.Module] = []
         for layer in self.layers:
             out.extend(layer.blocks)

@@ -23,9 +23,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from qmamba.models.layers import LayerNorm2d, QuantConv2d, QuantLinear, at_least_float32
-from qmamba.models.ssm import SSMQuantPoints, selective_ssm
-from qmamba.quant.point import QuantPoint
+from qmamba.models.layers import LayerNorm2d, at_least_float32
+from qmamba.models.ssm import selective_ssm
+from qmamba.nn.layers import QuantConv2d, QuantLinear
+from qmamba.nn.point import QuantPoint
+from qmamba.nn.ssm_points import SSMQuantPoints
 
 K_DIRECTIONS = 4
 
@@ -173,7 +175,7 @@ class SS2D(nn.Module):
         self.quant_dt_r = QuantPoint("linear_input", channel_axis=2)  # dt_r: (B, K, R, L)
 
     def rotation_sites(self) -> dict[str, list]:
-        """The Linear inputs the rotating recipes may transform (qmamba.quant.outliers):
+        """The Linear inputs the rotating recipes may transform (qmamba.quant.methods.outliers):
         in_proj reads the normed block input, out_proj the (normed) scan output."""
         return {"norm_input": [self.in_proj], "ssm_output": [self.out_proj]}
 
@@ -231,7 +233,7 @@ class Mlp(nn.Module):
         self.fc2 = Linear(hidden, dim)
 
     def rotation_sites(self) -> dict[str, list]:
-        """fc1 reads the normed block input; fc2 reads the GELU output (qmamba.quant.outliers)."""
+        """fc1 reads the normed block input; fc2 reads the GELU output (qmamba.quant.methods.outliers)."""
         return {"norm_input": [self.fc1], "inner": [self.fc2]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qmamba.errors import ConfigError
+from qmamba.nn.point import ALL_ROLES
 from qmamba.quant import primitives
 from qmamba.quant.config_types import check_field_types
-from qmamba.quant.point import ALL_ROLES
-from qmamba.quant.recipes_rotation import ROTATION_RECIPES
+from qmamba.quant.recipes.rotation import ROTATION_RECIPES
 
 CONFIG_VERSION = 1
 
 RECIPES = ("fp", "minmax", "percentile", "ptq4vm", "qmamba", "qmamba_no_ltsq", "qmamba_no_tgq",
            "quamba", "mambaquant")
-VIT_PTQ_RECIPES = ("ptq4vit", "repq_vit", "qvlm")  # qmamba.quant.vit_recipes
+VIT_PTQ_RECIPES = ("ptq4vit", "repq_vit", "qvlm")  # qmamba.quant.recipes.vit
 RECIPES = RECIPES + VIT_PTQ_RECIPES
 OBSERVERS = ("minmax", "percentile", "mse")
 A_GRIDS = ("uniform", "ltsq")
@@ -88,7 +88,7 @@ class SearchConfig:
     min_gain: float = 0.02
 
 
-# --- ViT/VLM PTQ baselines (PTQ4ViT, RepQ-ViT, Q-VLM): qmamba.quant.vit_recipes ---
+# --- ViT/VLM PTQ baselines (PTQ4ViT, RepQ-ViT, Q-VLM): qmamba.quant.recipes.vit ---
 SEARCH_METRICS = ("mse", "hessian")
 LOG_SQRT2_ROLES = ("ssm.delta",)
 
@@ -131,7 +131,7 @@ class TuneConfig:
 @dataclass
 class OutlierConfig:
     """Rotations, smoothing and clipping against activation outliers (Quamba, MambaQuant;
-    qmamba.quant.outliers and qmamba.quant.recipes_rotation). All off by default."""
+    qmamba.quant.methods.outliers and qmamba.quant.recipes.rotation). All off by default."""
 
     u_percentile: float | None = None  # clip the SSM input u at this percentile (Quamba: 99.999)
     act_symmetric: bool = False  # symmetric activation scales (Quamba)
@@ -162,7 +162,7 @@ class QuantConfig:
     a_bits: int | None = None
     first_last_bits: int | None = 8  # patch embedding / stem and head; None = like the rest
     # Mixed precision by role: {"ssm.h": 8} quantizes every hidden state at 8 bits,
-    # {"ssm.B": None} leaves B_bar*u in float (roles: qmamba.quant.point.ALL_ROLES).
+    # {"ssm.B": None} leaves B_bar*u in float (roles: qmamba.nn.point.ALL_ROLES).
     role_bits: dict[str, int | None] = field(default_factory=dict)
     weight: WeightQuantConfig = field(default_factory=WeightQuantConfig)
     act: ActQuantConfig = field(default_factory=ActQuantConfig)
@@ -253,7 +253,7 @@ class QuantConfig:
             cfg.weight.observer = "minmax"
             cfg.act.observer = "percentile"
         elif name in VIT_PTQ_RECIPES:
-            from qmamba.quant import vit_recipes
+            from qmamba.quant.recipes import vit as vit_recipes
 
             getattr(vit_recipes, name)(cfg)
         elif name == "ptq4vm":

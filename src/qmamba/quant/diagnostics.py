@@ -16,8 +16,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
+from qmamba.nn.point import QuantPoint, iter_points
 from qmamba.ops.scan_quant_spec import apply_scan_quant
-from qmamba.quant.point import QuantPoint, iter_points
 
 
 class _SQNRProbe:
@@ -106,7 +106,7 @@ class _TraceProbe:
 
 def scan_points_of_block(model: nn.Module, block_index: int):
     """The SSMQuantPoints modules of one calibration block, in forward order."""
-    from qmamba.models.ssm import SSMQuantPoints
+    from qmamba.nn.ssm_points import SSMQuantPoints
 
     blocks = list(model.quant_blocks())
     if not 0 <= block_index < len(blocks):
@@ -201,7 +201,8 @@ def compare_scan_grids(trace: dict, bits: int = 4, groups: int = 8, base: float 
     - h: the SQNR of the traced float h_t quantized per tensor (G = 1), with `groups`
       equal time groups (TGQ), and per step (G = L), all min/max calibrated on the trace.
     """
-    from qmamba.quant.ltsq import above_median_mask, relative_error_1m
+    from qmamba.quant.methods.ltsq import above_median_mask, relative_error_1m
+    from qmamba.quant.methods.tgq import tgq_quantizer
     from qmamba.quant.primitives import (
         choose_qparams,
         fake_quant,
@@ -209,7 +210,6 @@ def compare_scan_grids(trace: dict, bits: int = 4, groups: int = 8, base: float 
         qrange,
         sqnr_db,
     )
-    from qmamba.quant.tgq import tgq_quantizer
 
     a = trace["A_bar"].float()
     mask = above_median_mask(a)

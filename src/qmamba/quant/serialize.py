@@ -27,9 +27,9 @@ from safetensors.torch import load_file
 
 from qmamba.errors import CheckpointError
 from qmamba.io_utils import atomic_write
+from qmamba.nn.point import iter_points
+from qmamba.nn.rotation import InputRotation
 from qmamba.quant.config import QuantConfig
-from qmamba.quant.log_sqrt2 import LogSqrt2Quantizer
-from qmamba.quant.point import iter_points
 from qmamba.quant.quantizers import (
     LogQuantizer,
     ScanQuantizer,
@@ -38,8 +38,9 @@ from qmamba.quant.quantizers import (
     UniformQuantizer,
     WeightQuantizer,
 )
-from qmamba.quant.rotation import InputRotation
-from qmamba.quant.twin_uniform import TwinUniformQuantizer
+from qmamba.quant.quantizers.coded import CodedWeight
+from qmamba.quant.quantizers.log_sqrt2 import LogSqrt2Quantizer
+from qmamba.quant.quantizers.twin_uniform import TwinUniformQuantizer
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -61,28 +62,6 @@ def unpack_codes(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     planes = bit_stream.reshape(numel, bits).astype(np.uint32)
     values = (planes << np.arange(bits, dtype=np.uint32)).sum(axis=1)
     return torch.from_numpy(values.astype(np.int64))
-
-
-class CodedWeight(nn.Module):
-    """A reloaded weight quantizer: returns the dequantized codes, whatever it is given."""
-
-    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int, smoothing: bool = False):
-        super().__init__()
-        self.register_buffer("codes", codes.to(torch.int16))
-        self.register_buffer("scale", scale.float())
-        self.register_buffer("zero_point", zero_point.float())
-        self.bits = bits
-        self.smoothing = smoothing
-        self._dequant: torch.Tensor | None = None
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if self._dequant is None or self._dequant.device != w.device:
-            self._dequant = ((self.codes.float() - self.zero_point) * self.scale).to(w.device)
-        return self._dequant.to(w.dtype)
-
-    def describe(self) -> dict:
-        return {"grid": "uniform", "bits": self.bits, "symmetric": True, "granularity": "channel",
-                "num_scales": int(self.scale.numel()), **({"smoothing": True} if self.smoothing else {})}
 
 
 # ----------------------------------------------------------------------------- save

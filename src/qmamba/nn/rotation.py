@@ -1,0 +1,99 @@
+"""The explicit rotation slot of a Linear layer's input (Quamba, MambaQuant).
+
+Every `QuantLinear` owns an `InputRotation` (attribute `input_rotation`), the identity
+with no buffers until a recipe sets it, so state dicts stay upstream's. Once set with an
+orthogonal matrix R (n, n) and optional smoothing factors s (n,), it maps the layer's
+input x to T(x) = (x / s) R along the channel axis, *before* the layer's input point, so
+the input is quantized in the rotated basis; the layer's weight is folded offline once,
+W <- (W * s) R (`fold_into_weight`), so the float product is unchanged:
+
+    T(x) W'^T = (x / s) R R^T (W * s)^T = x W^T.
+
+`online=False` records a rotation whose input side is folded into the layer that
+produces the input (MambaQuant's dt_proj: dt_r R = u (R^T W_dt)^T, folded into x_proj's
+dt rows): the slot then does nothing at run time, the matrix is kept for the record.
+
+Layers built with `quantize_input=False` (Vim's x_proj, whose input u is the scan point
+`ssm.u`) have no input point of their own; their slot owns one (`quant`, role
+`linear_input`, tag `rotated`), planned and called only while the slot is active, so the
+rotated input is quantized there and the scan still sees u through `ssm.u` unrotated.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from qmamba.nn.point import QuantPoint
+
+
+class InputRotation(nn.Module):
+    def __init__(self, channel_axis: int = -1, own_point: bool = False, tags: tuple[str, ...] = ()):
+        super().__init__()
+        self.channel_axis = channel_axis
+        self.online = True
+        self.kind = ""  # what the matrix is (for reports): e.g. "hadamard", "klt_hadamard"
+        self.quant = (
+            QuantPoint("linear_input", (*tags, "rotated"), channel_axis=channel_axis) if own_point else None
+        )
+
+    @property
+    def active(self) -> bool:
+        return hasattr(self, "matrix")
+
+    @property
+    def smoothed(self) -> bool:
+        return hasattr(self, "smooth")
+
+    def set(self, matrix: torch.Tensor, smooth: torch.Tensor | None = None, online: bool = True, kind: str = "") -> None:
+        """Activate the slot with R (n, n) and optional smoothing factors s (n,)."""
+        n = matrix.shape[0]
+        if matrix.shape != (n, n) or (smooth is not None and smooth.shape != (n,)):
+            raise ValueError(f"rotation needs R (n, n) and s (n,), got {tuple(matrix.shape)}"
+                             f" and {None if smooth is None else tuple(smooth.shape)}")
+        for name in ("matrix", "smooth"):
+            if hasattr(self, name):
+                delattr(self, name)
+        self.register_buffer("matrix", matrix.detach().float().clone())
+        if smooth is not None:
+            self.register_buffer("smooth", smooth.detach().float().clone())
+        self.online = bool(online)
+        self.kind = kind
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """T(x) = (x / s) R along the channel axis (whatever `online` says)."""
+        axis = self.channel_axis % x.dim()
+        xc = x.movedim(axis, -1)  # (..., n)
+        if self.smoothed:
+            xc = xc / self.smooth.to(xc.dtype)
+        return (xc @ self.matrix.to(xc.dtype)).movedim(-1, axis)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return x
+        if self.online:
+            x = self.transform(x)
+        return x if self.quant is None else self.quant(x)
+
+    def fold_into_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """W' = (W * s) R for a weight (out, in): the offline half of the rotation."""
+        w = weight.detach().double()
+        if self.smoothed:
+            w = w * self.smooth.double()[None, :]
+        return (w @ self.matrix.double()).to(weight.dtype)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "size": int(self.matrix.shape[0]), "online": self.online,
+                "smoothing": self.smoothed}
+
+    def extra_repr(self) -> str:
+        if not self.active:
+            return "identity"
+        return f"kind={self.kind!r}, n={self.matrix.shape[0]}, online={self.online}, smoothing={self.smoothed}"
+
+
+def idle_rotation_points(model: nn.Module) -> set[int]:
+    """ids of the points owned by inactive rotation slots (not planned, never called)."""
+    return {
+        id(m.quant) for m in model.modules()
+        if isinstance(m, InputRotation) and m.quant is not None and not m.active
+    }

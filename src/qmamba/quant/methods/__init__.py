@@ -1,0 +1,3 @@
+"""Quantization methods as mechanisms the recipes compose: LtSQ, TGQ, the builders that
+turn statistics into quantizers, smoothing, rotations, reparameterization, JLSS, the
+Hessian-weighted metric and entropy groups."""
