@@ -30,3 +30,13 @@ def test_saved_v1_loads_with_the_same_logits(case, model, recipe, one_thread):
     with torch.no_grad():
         logits = qmodel(inputs(model))
     assert torch.equal(logits, expected)
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_saving_a_reloaded_v1_model_writes_the_same_files(case, tmp_path):
+    """The quantizer registry writes format 1 exactly as the if/elif serializer did."""
+    from qmamba.quant.serialize import META_FILE, WEIGHTS_FILE, save_quantized
+
+    save_quantized(load_quantized(DATA / case), tmp_path)
+    for name in (META_FILE, WEIGHTS_FILE):
+        assert (tmp_path / name).read_bytes() == (DATA / case / name).read_bytes(), name

@@ -30,17 +30,8 @@ from qmamba.io_utils import atomic_write
 from qmamba.nn.point import iter_points
 from qmamba.nn.rotation import InputRotation
 from qmamba.quant.config import QuantConfig
-from qmamba.quant.quantizers import (
-    LogQuantizer,
-    ScanQuantizer,
-    SmoothedInput,
-    SmoothedWeight,
-    UniformQuantizer,
-    WeightQuantizer,
-)
-from qmamba.quant.quantizers.coded import CodedWeight
-from qmamba.quant.quantizers.log_sqrt2 import LogSqrt2Quantizer
-from qmamba.quant.quantizers.twin_uniform import TwinUniformQuantizer
+from qmamba.quant.quantizers import CodedWeight, SmoothedWeight  # the package registers every kind
+from qmamba.quant.quantizers.registry import rebuild_quantizer, save_quantizer
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -66,48 +57,15 @@ def unpack_codes(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- save
 def _weight_entry(point_name: str, quantizer: nn.Module, weight: torch.Tensor, tensors: dict) -> dict:
-    smooth = None
-    inner = quantizer
-    if isinstance(quantizer, SmoothedWeight):
-        smooth, inner = quantizer.smooth, quantizer.inner
-    if isinstance(inner, CodedWeight):
-        codes, scale, bits = inner.codes.long(), inner.scale, inner.bits  # symmetric: zero point 0
-        qmin = -(2 ** (bits - 1) - 1)
-    elif isinstance(inner, WeightQuantizer):
-        w = weight.detach().float()
-        if smooth is not None:
-            shape = [1] * w.dim()
-            shape[1] = -1
-            w = w * smooth.view(shape)
-        codes, scale, bits, qmin = inner.codes(w).long(), inner.scale, inner.bits, inner.qmin  # symmetric
-    else:
+    """Packed codes and scale of a weight point (WeightQuantizer or CodedWeight, possibly
+    inside SmoothedWeight, whose factors are saved beside them)."""
+    if not hasattr(quantizer, "weight_codes"):
         raise CheckpointError(f"cannot save weight quantizer {type(quantizer).__name__} at {point_name}")
+    codes, scale, bits, qmin = quantizer.weight_codes(weight)
     tensors[f"{point_name}.__codes"] = pack_codes(codes - qmin, bits)
     tensors[f"{point_name}.__scale"] = scale.float().contiguous()
-    return {"type": "weight", "bits": bits, "qmin": qmin, "shape": list(codes.shape), "smoothing": smooth is not None}
-
-
-def _module_entry(prefix: str, quantizer: nn.Module, tensors: dict) -> dict:
-    """Quantizer modules other than weights: class, attributes and buffers."""
-    if isinstance(quantizer, SmoothedInput):
-        tensors[f"{prefix}.smooth"] = quantizer.smooth.contiguous()
-        return {"type": "smoothed_input", "channel_axis": quantizer.channel_axis,
-                "inner": _module_entry(prefix + ".inner", quantizer.inner, tensors)}
-    for name, buf in quantizer.named_buffers(recurse=False):
-        tensors[f"{prefix}.{name}"] = buf.contiguous()
-    if isinstance(quantizer, ScanQuantizer):
-        return {"type": "scan", "kind": quantizer.kind, "bits": quantizer.bits, "qmin": quantizer.qmin,
-                "qmax": quantizer.qmax, "base": quantizer.base, "includes_u": quantizer.includes_u}
-    if isinstance(quantizer, LogQuantizer):
-        return {"type": "log", "bits": quantizer.bits, "base": quantizer.base}
-    if isinstance(quantizer, TwinUniformQuantizer):
-        return {"type": "twin_uniform", "bits": quantizer.bits, "exponent": quantizer.exponent}
-    if isinstance(quantizer, LogSqrt2Quantizer):
-        return {"type": "log_sqrt2", "bits": quantizer.bits}
-    if isinstance(quantizer, UniformQuantizer):
-        return {"type": "uniform", "bits": quantizer.bits, "symmetric": quantizer.symmetric,
-                "granularity": quantizer.granularity}
-    raise CheckpointError(f"cannot save quantizer {type(quantizer).__name__} at {prefix}")
+    smoothing = isinstance(quantizer, SmoothedWeight)
+    return {"type": "weight", "bits": bits, "qmin": qmin, "shape": list(codes.shape), "smoothing": smoothing}
 
 
 def save_quantized(qmodel: nn.Module, out_dir: str | os.PathLike) -> dict:
@@ -133,7 +91,7 @@ def save_quantized(qmodel: nn.Module, out_dir: str | os.PathLike) -> dict:
             if isinstance(point.quantizer, SmoothedWeight):
                 tensors[f"{name}.__smooth"] = point.quantizer.smooth.contiguous()
         else:
-            entry = _module_entry(f"{name}.__q", point.quantizer, tensors)
+            entry = save_quantizer(f"{name}.__q", point.quantizer, tensors)
         points[name] = entry
     float_params = 0
     for key, value in qmodel.state_dict().items():
@@ -238,7 +196,7 @@ def _rebuild(meta: dict, tensors: dict, meta_path: Path, weights_path: Path) -> 
         if name not in points:
             raise CheckpointError(f"{meta_path}: quantization point {name} does not exist in the model")
         if entry["type"] != "weight":
-            quantizers[name] = _rebuild_module(f"{name}.__q", entry, tensors)
+            quantizers[name] = rebuild_quantizer(f"{name}.__q", entry, tensors)
             continue
         numel = int(np.prod(entry["shape"]))
         codes = unpack_codes(tensors[f"{name}.__codes"], entry["bits"], numel).view(entry["shape"]) + entry["qmin"]
@@ -281,26 +239,3 @@ def _restore_rotations(model: nn.Module, rotations: dict, meta_path: Path) -> No
 
 def _is_coded(key: str, meta: dict) -> bool:
     return any(e.get("param") == key for e in meta["points"].values())
-
-
-def _rebuild_module(prefix: str, entry: dict, tensors: dict) -> nn.Module:
-    kind = entry["type"]
-    if kind == "smoothed_input":
-        inner = _rebuild_module(prefix + ".inner", entry["inner"], tensors)
-        return SmoothedInput(inner, tensors[f"{prefix}.smooth"], entry["channel_axis"])
-    if kind == "scan":
-        gi = tensors[f"{prefix}.group_index"]
-        return ScanQuantizer(
-            entry["kind"], entry["bits"], tensors[f"{prefix}.scale"], tensors[f"{prefix}.zero_point"],
-            entry["qmin"], entry["qmax"], entry["base"], gi if gi.numel() else None, entry["includes_u"],
-        )
-    if kind == "log":
-        return LogQuantizer(tensors[f"{prefix}.scale"], entry["bits"], entry["base"])
-    if kind == "twin_uniform":
-        return TwinUniformQuantizer(tensors[f"{prefix}.scale"], entry["exponent"], entry["bits"])
-    if kind == "log_sqrt2":
-        return LogSqrt2Quantizer(tensors[f"{prefix}.scale"], entry["bits"])
-    if kind == "uniform":
-        return UniformQuantizer(tensors[f"{prefix}.scale"], tensors[f"{prefix}.zero_point"], entry["bits"],
-                                entry["symmetric"], entry["granularity"])
-    raise CheckpointError(f"unknown quantizer type {kind!r} at {prefix}")

@@ -22,6 +22,10 @@ class CodedWeight(nn.Module):
             self._dequant = ((self.codes.float() - self.zero_point) * self.scale).to(w.device)
         return self._dequant.to(w.dtype)
 
+    def weight_codes(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The codes it was loaded with (symmetric: qmin = -(2^(bits-1) - 1)); `w` is ignored."""
+        return self.codes.long(), self.scale, self.bits, -(2 ** (self.bits - 1) - 1)
+
     def describe(self) -> dict:
         return {"grid": "uniform", "bits": self.bits, "symmetric": True, "granularity": "channel",
                 "num_scales": int(self.scale.numel()), **({"smoothing": True} if self.smoothing else {})}

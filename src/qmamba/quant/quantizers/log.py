@@ -6,13 +6,17 @@ import torch.nn as nn
 
 from qmamba.ops.fake_quant import fake_quant_fused
 from qmamba.quant.primitives import log_fake_quant, log_quantize, log_signed_qrange
+from qmamba.quant.quantizers.registry import SavedQuantizer, TensorLookup, register_quantizer
 
 
-class LogQuantizer(nn.Module):
+@register_quantizer
+class LogQuantizer(SavedQuantizer, nn.Module):
     """LtSQ anchored at 0 for a tensor point (delta): signed log grid, one code for 0.
 
     Straight-through gradient: the forward value is the log-grid value, the gradient
     that of the identity."""
+
+    saved_type = "log"
 
     def __init__(self, scale: torch.Tensor, bits: int, base: float = 2.0):
         super().__init__()
@@ -38,3 +42,10 @@ class LogQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, base={self.base:.4f}"
+
+    def saved_attrs(self) -> dict:
+        return {"bits": self.bits, "base": self.base}
+
+    @classmethod
+    def rebuild(cls, entry: dict, tensor: TensorLookup) -> LogQuantizer:
+        return cls(tensor("scale"), entry["bits"], entry["base"])

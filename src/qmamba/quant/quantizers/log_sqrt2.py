@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from qmamba.ops.scan_quant_spec import codes_log_signed, fake_quant_log_signed, log_grid_lookup
+from qmamba.quant.quantizers.registry import SavedQuantizer, TensorLookup, register_quantizer
 
 BASE = math.sqrt(2.0)
 SCALE_PERCENTILES = (100.0, 99.9, 99.99, 99.999)
@@ -32,8 +33,11 @@ def code_range(bits: int) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
-class LogSqrt2Quantizer(nn.Module):
+@register_quantizer
+class LogSqrt2Quantizer(SavedQuantizer, nn.Module):
     """Per-tensor log-sqrt(2) quantizer; straight-through gradient."""
+
+    saved_type = "log_sqrt2"
 
     def __init__(self, scale: torch.Tensor, bits: int):
         super().__init__()
@@ -59,6 +63,13 @@ class LogSqrt2Quantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, scale={float(self.scale):.4g}"
+
+    def saved_attrs(self) -> dict:
+        return {"bits": self.bits}
+
+    @classmethod
+    def rebuild(cls, entry: dict, tensor: TensorLookup) -> LogSqrt2Quantizer:
+        return cls(tensor("scale"), entry["bits"])
 
 
 def log_sqrt2_quantizer(samples: torch.Tensor, bits: int) -> LogSqrt2Quantizer:

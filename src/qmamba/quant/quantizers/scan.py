@@ -8,14 +8,19 @@ import torch
 import torch.nn as nn
 
 from qmamba.ops.scan_quant_spec import ScanPointQuant, apply_scan_quant
+from qmamba.quant.quantizers.registry import SavedQuantizer, TensorLookup, register_quantizer
 
 
-class ScanQuantizer(nn.Module):
+@register_quantizer
+class ScanQuantizer(SavedQuantizer, nn.Module):
     """In-loop quantizer of the selective scan: uniform or LtSQ grid, TGQ time groups.
 
     `scale`/`zero_point` are (G, K, N') (see `qmamba.ops.scan_quant_spec`);
     `group_index` (L,) maps each time step to its group (TGQ), absent for G = 1.
+    `kind` is the grid (uniform, log1m, log_signed), not the saved type.
     """
+
+    saved_type = "scan"
 
     def __init__(
         self,
@@ -83,3 +88,13 @@ class ScanQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, bits={self.bits}, groups={self.num_groups}, scale={tuple(self.scale.shape)}"
+
+    def saved_attrs(self) -> dict:
+        return {"kind": self.kind, "bits": self.bits, "qmin": self.qmin, "qmax": self.qmax,
+                "base": self.base, "includes_u": self.includes_u}
+
+    @classmethod
+    def rebuild(cls, entry: dict, tensor: TensorLookup) -> ScanQuantizer:
+        gi = tensor("group_index")
+        return cls(entry["kind"], entry["bits"], tensor("scale"), tensor("zero_point"), entry["qmin"],
+                   entry["qmax"], entry["base"], gi if gi.numel() else None, entry["includes_u"])

@@ -8,9 +8,19 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from qmamba.quant.quantizers.registry import (
+    SavedQuantizer,
+    TensorLookup,
+    rebuild_entry,
+    register_quantizer,
+)
 
-class SmoothedInput(nn.Module):
+
+@register_quantizer
+class SmoothedInput(SavedQuantizer, nn.Module):
     """x -> Q(x / s): the activation side of SmoothQuant-style smoothing."""
+
+    saved_type = "smoothed_input"
 
     def __init__(self, inner: nn.Module, smooth: torch.Tensor, channel_axis: int = -1):
         super().__init__()
@@ -29,6 +39,16 @@ class SmoothedInput(nn.Module):
     def describe(self) -> dict:
         return {**self.inner.describe(), "smoothing": True}
 
+    def save_entry(self, prefix: str, tensors: dict[str, torch.Tensor]) -> dict:
+        tensors[f"{prefix}.smooth"] = self.smooth.contiguous()
+        return {"type": self.saved_type, "channel_axis": self.channel_axis,
+                "inner": self.inner.save_entry(prefix + ".inner", tensors)}
+
+    @classmethod
+    def rebuild(cls, entry: dict, tensor: TensorLookup) -> SmoothedInput:
+        inner = rebuild_entry(entry["inner"], lambda name: tensor(f"inner.{name}"))
+        return cls(inner, tensor("smooth"), entry["channel_axis"])
+
 
 class SmoothedWeight(nn.Module):
     """w -> Q(w * s) along the input-channel axis (1): the weight side of smoothing."""
@@ -42,6 +62,12 @@ class SmoothedWeight(nn.Module):
         shape = [1] * w.dim()
         shape[1] = -1
         return self.inner(w * self.smooth.view(shape).to(w.dtype))
+
+    def weight_codes(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The inner quantizer's codes of the smoothed weight w * s."""
+        shape = [1] * w.dim()
+        shape[1] = -1
+        return self.inner.weight_codes(w.detach().float() * self.smooth.view(shape))
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "smoothing": True}

@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn as nn
 
+from qmamba.quant.quantizers.registry import SavedQuantizer, TensorLookup, register_quantizer
+
 # Candidates of the block-wise search (PTQ4ViT searches D2 with D1 fixed by the negative
 # range; with D2 = 2^m D1 that is a search over m). To search the positive range finer
 # than octaves, D1 is also scaled by 2^(-j/3): the negatives are then clipped by at most 37%.
@@ -44,10 +46,13 @@ def twin_fake_quant(x: torch.Tensor, scale_neg, exponent: int, bits: int) -> tor
     return twin_dequantize(twin_codes(x, scale_neg, exponent, bits), scale_neg, exponent)
 
 
-class TwinUniformQuantizer(nn.Module):
+@register_quantizer
+class TwinUniformQuantizer(SavedQuantizer, nn.Module):
     """Per-tensor twin uniform quantizer; `scale` is D1, D2 = D1 * 2^exponent.
 
     Straight-through gradient (identity), like the other activation quantizers."""
+
+    saved_type = "twin_uniform"
 
     def __init__(self, scale: torch.Tensor, exponent: int, bits: int):
         super().__init__()
@@ -72,6 +77,13 @@ class TwinUniformQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, scale_neg={float(self.scale):.4g}, ratio=2^{self.exponent}"
+
+    def saved_attrs(self) -> dict:
+        return {"bits": self.bits, "exponent": self.exponent}
+
+    @classmethod
+    def rebuild(cls, entry: dict, tensor: TensorLookup) -> TwinUniformQuantizer:
+        return cls(tensor("scale"), entry["exponent"], entry["bits"])
 
 
 def covering_exponent(neg_extent: float, pos_extent: float, bits: int) -> tuple[float, int]:

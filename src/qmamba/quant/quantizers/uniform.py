@@ -13,9 +13,13 @@ import torch.nn as nn
 from qmamba.ops.fake_quant import fake_quant_fused
 from qmamba.ops.scan_quant_spec import fake_quant_uniform
 from qmamba.quant.primitives import choose_qparams, fake_quant, qrange
+from qmamba.quant.quantizers.registry import SavedQuantizer, TensorLookup, register_quantizer
 
 
-class UniformQuantizer(nn.Module):
+@register_quantizer
+class UniformQuantizer(SavedQuantizer, nn.Module):
+    saved_type = "uniform"
+
     def __init__(self, scale: torch.Tensor, zero_point: torch.Tensor, bits: int, symmetric: bool, granularity: str = "tensor"):
         super().__init__()
         self.register_buffer("scale", scale.detach().float().clone())
@@ -58,6 +62,13 @@ class UniformQuantizer(nn.Module):
     def extra_repr(self) -> str:
         return f"bits={self.bits}, symmetric={self.symmetric}, granularity={self.granularity}"
 
+    def saved_attrs(self) -> dict:
+        return {"bits": self.bits, "symmetric": self.symmetric, "granularity": self.granularity}
+
+    @classmethod
+    def rebuild(cls, entry: dict, tensor: TensorLookup) -> UniformQuantizer:
+        return cls(tensor("scale"), tensor("zero_point"), entry["bits"], entry["symmetric"], entry["granularity"])
+
 
 class WeightQuantizer(UniformQuantizer):
     """Per-output-channel symmetric quantizer that caches its fake-quantized weight."""
@@ -78,3 +89,7 @@ class WeightQuantizer(UniformQuantizer):
         if self._cache is None or self._cache[:3] != key or self._cache[3].device != w.device:
             self._cache = (*key, super().forward(w))
         return self._cache[3]
+
+    def weight_codes(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """(integer codes of `w`, per-channel scale, bits, qmin): what a saved model stores."""
+        return self.codes(w.detach().float()).long(), self.scale, self.bits, self.qmin
