@@ -48,7 +48,8 @@ from qmamba.errors import (
 from qmamba.errors import OutOfMemoryError as QMambaOutOfMemory
 from qmamba.eval import EvalResult, evaluate
 from qmamba.io_utils import OutputSet
-from qmamba.quant.config import RECIPES, QuantConfig, check_seed
+from qmamba.quant.config import QuantConfig, check_seed
+from qmamba.quant.recipes import get_recipe, list_recipes
 from qmamba.report.progress import Progress
 from qmamba.report.writers import dumps, write_json
 
@@ -58,8 +59,6 @@ __all__ = [
     "DEMO_SEARCH_SAMPLES",
     "DEMO_THREADS",
     "DEMO_SETTINGS",
-    "DEMO_LITERATURE_SETTINGS",
-    "LITERATURE_RECIPES",
     "DataSplit",
     "DemoJob",
     "LoadedModel",
@@ -78,9 +77,6 @@ __all__ = [
 
 BUILTIN_DATA = "built-in Fashion-MNIST"
 DEMO_SETTINGS = ("W8A8", "W6A6", "W4A8", "W4A6", "W4A4")
-# The baselines from the literature run at fewer settings by default, to keep the demo short.
-LITERATURE_RECIPES = ("ptq4vit", "repq_vit", "quamba", "mambaquant", "qvlm")
-DEMO_LITERATURE_SETTINGS = ("W8A8", "W4A8", "W4A4")
 # Measured so that `make demo` (92 runs: 2 models x (FP + 6 recipes x 5 settings + 5
 # literature recipes x 3 settings)) stays within 20 minutes on 2 CPU cores: 846 s with
 # other jobs running (README.md, "Demo").
@@ -358,13 +354,13 @@ def materialize(split: DataSplit, batch_size: int, workers: int = 0) -> list[tup
 # ----------------------------------------------------------------------------- calibration
 def calibrate(model: nn.Module, config: QuantConfig, calib_batches: Sequence[torch.Tensor],
               device: torch.device, progress: Progress, desc: str | None = None) -> nn.Module:
-    """`qmamba.quant.engine.calibrate.quantize` with a progress bar over the blocks.
+    """`qmamba.quant.engine.quantize` with a progress bar over the blocks.
 
     A calibration that runs out of memory is restarted with every batch split in halves
     (down to one image per batch), as timm's validate retries with a smaller batch; the
     batch size used is recorded in `qmodel.qmamba_info["calibration_batch_size"]`.
     """
-    from qmamba.quant.engine.calibrate import quantize
+    from qmamba.quant.engine.algorithm import quantize
 
     batches = list(calib_batches)
     while True:
@@ -489,7 +485,7 @@ class QuantizeJob:
 
         if self.method == "fp" and (self.w_bits is not None or self.a_bits is not None):
             raise ConfigError("recipe 'fp' is the full-precision model and takes no bit widths: drop "
-                              f"--w-bits/--a-bits, or choose a quantizing recipe ({', '.join(r for r in RECIPES if r != 'fp')})")
+                              f"--w-bits/--a-bits, or choose a quantizing recipe ({', '.join(r for r in list_recipes() if get_recipe(r).quantizes)})")
         overrides: dict[str, Any] = {"seed": int(self.seed)}
         if self.calib_size is not None:
             overrides["calib_size"] = self.calib_size
@@ -660,7 +656,7 @@ def _quantize_and_report(job: QuantizeJob, config: QuantConfig, lm: LoadedModel,
 
 def _float_copy(model: nn.Module, config: QuantConfig) -> nn.Module:
     """The 'fp' recipe: quantize() returns an unquantized copy carrying the config."""
-    from qmamba.quant.engine.calibrate import quantize
+    from qmamba.quant.engine.algorithm import quantize
 
     return quantize(model, config, [])
 
@@ -723,10 +719,11 @@ def run_eval(model: str | None, checkpoint: str | None = None, quantized: str | 
 @dataclass
 class DemoJob:
     models: Sequence[str] | None = None  # None: every built-in model
-    recipes: Sequence[str] = RECIPES
+    recipes: Sequence[str] = field(default_factory=list_recipes)
     settings: Sequence[str] = DEMO_SETTINGS
-    # the settings of the LITERATURE_RECIPES; None: the same as every other recipe
-    literature_settings: Sequence[str] | None = DEMO_LITERATURE_SETTINGS
+    # a recipe registered with demo_settings (most literature baselines, to keep the demo
+    # short) runs only at those of `settings`; False: every recipe at every setting
+    recipe_settings: bool = True
     eval_limit: int | None = DEMO_EVAL_LIMIT  # None or 0: the whole test set
     calib_size: int = DEMO_CALIB_SIZE
     seed: int = 0
@@ -741,12 +738,10 @@ class DemoJob:
         return cfg
 
     def runs_setting(self, recipe: str, setting: str) -> bool:
-        """Whether the demo runs `recipe` at `setting` (the literature baselines: only at
-        `literature_settings`, when given)."""
-        if recipe not in LITERATURE_RECIPES or self.literature_settings is None:
-            return True
-        wanted = {"W{}A{}".format(*parse_setting(t)) for t in self.literature_settings}
-        return setting in wanted
+        """Whether the demo runs `recipe` at `setting` (a recipe registered with demo
+        settings: only at those, unless `recipe_settings` is off)."""
+        wanted = get_recipe(recipe).demo_settings
+        return not self.recipe_settings or wanted is None or setting in wanted
 
     def plan(self) -> tuple[list[str], list[str], list[tuple[str, int, int]]]:
         """(models, recipes, [(setting, w, a)]) with every name and bit width checked."""

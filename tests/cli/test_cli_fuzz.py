@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from qmamba.cli.main import main
 from qmamba.errors import QMambaError
+from qmamba.quant.recipes import list_recipes
 
 MODELS = ["vim_tiny", "vim_fmnist", "vmamba_fmnist", "vmamba_tiny_v0", "vim_tni", "", "-", "x" * 300]
-RECIPES = ["fp", "minmax", "percentile", "ptq4vm", "qmamba", "qmamba_no_tgq", "qmamb", "QMAMBA"]
+RECIPES = [*list_recipes(), "qmamb", "QMAMBA"]  # the registered ones and two near misses
 NUMBERS = ["0", "1", "2", "4", "8", "16", "17", "-1", "-4", "4.5", "1e3", "nan", "inf", "four", "", " 8 ",
            "99999999999999999999"]
 PATHS = ["/nonexistent/ckpt.pth", "/dev/null", "/", "relative/nowhere", ""]

@@ -58,4 +58,4 @@ def test_literature_baselines_run_at_their_own_settings_unless_settings_are_give
     job = DemoJob()
     assert job.runs_setting("quamba", "W4A4") and not job.runs_setting("quamba", "W6A6")
     assert job.runs_setting("qmamba", "W6A6")
-    assert DemoJob(literature_settings=None).runs_setting("quamba", "W6A6")
+    assert DemoJob(recipe_settings=False).runs_setting("quamba", "W6A6")

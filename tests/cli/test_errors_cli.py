@@ -173,7 +173,7 @@ def test_interrupt_during_the_commit_reports_the_outputs(monkeypatch, run_cli, t
 
 def test_calibration_out_of_memory_retries_with_smaller_batches(monkeypatch, tiny_name, tiny_checkpoint,
                                                                 tmp_path, capsys):
-    import qmamba.quant.engine.calibrate as engine
+    import qmamba.quant.engine.algorithm as engine
 
     real = engine.quantize
     sizes = []

@@ -331,7 +331,7 @@ def test_cuda_models_float_and_quantized_agree_with_reference():
     """vim_fmnist on the GPU: Triton (auto) and reference scans give the same predictions."""
     from qmamba.models.builtin import load_builtin_model
     from qmamba.quant.config import QuantConfig
-    from qmamba.quant.engine.calibrate import quantize
+    from qmamba.quant.engine import quantize
 
     importlib.import_module("qmamba.models.builtin")
     model = load_builtin_model("vim_fmnist").cuda().eval()

@@ -3,10 +3,11 @@ import json
 import pytest
 
 from qmamba.errors import ConfigError
-from qmamba.quant.config import RECIPES, QuantConfig
+from qmamba.quant.config import QuantConfig
+from qmamba.quant.recipes import list_recipes
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("recipe", list_recipes())
 @pytest.mark.parametrize("bits", [(8, 8), (6, 6), (4, 8), (4, 6), (4, 4)])
 def test_recipes_round_trip_through_json(recipe, bits):
     cfg = QuantConfig.from_recipe(recipe, w_bits=bits[0], a_bits=bits[1])

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.quantized:
         from qmamba.quant.config import QuantConfig
-        from qmamba.quant.engine.calibrate import quantize
+        from qmamba.quant.engine import quantize
 
         g = torch.Generator().manual_seed(1)
         calib = [(torch.randn(min(8, args.calib - i), c, h, w, generator=g).to(device), None)

@@ -24,8 +24,15 @@ from pathlib import Path
 
 import torch
 
-NEEDED_RECIPES = ("fp", "minmax", "percentile", "qmamba", "qmamba_no_ltsq", "qmamba_no_tgq")
+from qmamba.quant.recipes import list_recipes
+
+# the checks compare the method with its ablations and the simple baselines
+NEEDED_GROUPS = ("float", "baseline", "method", "ablation")
 NEEDED_SETTINGS = ("W8A8", "W4A4")
+
+
+def needed_recipes() -> tuple[str, ...]:
+    return tuple(r for g in NEEDED_GROUPS for r in list_recipes(g))
 
 
 def _top1(rows: list[dict], model: str, recipe: str, setting: str | None) -> float | None:
@@ -122,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         from qmamba.pipeline import DemoJob, run_demo
 
         with tempfile.TemporaryDirectory() as tmp:
-            rows = run_demo(DemoJob(recipes=NEEDED_RECIPES, settings=NEEDED_SETTINGS), tmp)["rows"]
-        source = "reduced demo (defaults of `qmamba demo`, recipes " + " ".join(NEEDED_RECIPES) + ", W8A8 W4A4)"
+            rows = run_demo(DemoJob(recipes=needed_recipes(), settings=NEEDED_SETTINGS), tmp)["rows"]
+        source = "reduced demo (defaults of `qmamba demo`, recipes " + " ".join(needed_recipes()) + ", W8A8 W4A4)"
     result = {"accuracy_source": source, "accuracy": accuracy_checks(rows), "grids": []}
     images = _calibration_images(args.grid_images)
     for name in BUILTIN_MODELS:

@@ -8,13 +8,18 @@ from qmamba.cli import command_line
 from qmamba.pipeline import (
     DEMO_CALIB_SIZE,
     DEMO_EVAL_LIMIT,
-    DEMO_LITERATURE_SETTINGS,
     DEMO_SEARCH_SAMPLES,
     DEMO_SETTINGS,
     DEMO_THREADS,
-    LITERATURE_RECIPES,
 )
-from qmamba.quant.config import RECIPES
+from qmamba.quant.recipes import get_recipe, list_recipes
+
+
+def _registered_settings() -> str:
+    """'ptq4vit: W8A8 W4A8 W4A4, ...' for the recipes registered with demo settings."""
+    parts = [f"{name}: {' '.join(get_recipe(name).demo_settings)}" for name in list_recipes()
+             if get_recipe(name).demo_settings is not None]
+    return "; ".join(parts) or "none"
 
 
 def register(subparsers) -> None:
@@ -26,12 +31,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default runs/demo)")
     p.add_argument("--models", nargs="+", metavar="NAME", help="built-in models (default: all)")
-    p.add_argument("--recipes", nargs="+", default=list(RECIPES), metavar="R",
-                   help=f"default: {' '.join(RECIPES)}")
+    p.add_argument("--recipes", nargs="+", default=list(list_recipes()), metavar="R",
+                   help=f"default: {' '.join(list_recipes())}")
     p.add_argument("--settings", nargs="+", default=None, metavar="WxAy",
-                   help=f"default: {' '.join(DEMO_SETTINGS)}, and for the baselines from the literature "
-                        f"({' '.join(LITERATURE_RECIPES)}) {' '.join(DEMO_LITERATURE_SETTINGS)}; "
-                        "given, every recipe runs at these")
+                   help=f"default: {' '.join(DEMO_SETTINGS)}, each recipe only at those it is "
+                        f"registered with ({_registered_settings()}); given, every recipe runs at these")
     p.add_argument("--eval-limit", type=int, default=DEMO_EVAL_LIMIT, metavar="N",
                    help=f"evaluate on the first N built-in test images (default {DEMO_EVAL_LIMIT}; "
                         "0 = all 10,000)")
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--eval-limit must be >= 0 (0 = all test images), got {args.eval_limit}")
     given = args.settings is not None
     job = DemoJob(models=args.models, recipes=args.recipes, settings=args.settings if given else DEMO_SETTINGS,
-                  literature_settings=None if given else DEMO_LITERATURE_SETTINGS,
+                  recipe_settings=not given,
                   eval_limit=args.eval_limit or None, calib_size=args.calib_size, seed=args.seed,
                   batch_size=args.batch_size, device=args.device,
                   search_samples=args.search_samples)

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from qmamba.cli import add_data_args, add_model_args, add_run_args, command_line
-from qmamba.quant.config import RECIPES
+from qmamba.quant.recipes import list_recipes
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     )
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--method", required=True, metavar="M", help=f"recipe: {', '.join(RECIPES)}")
+    p.add_argument("--method", required=True, metavar="M", help=f"recipe: {', '.join(list_recipes())}")
     p.add_argument("--w-bits", metavar="W", help="weight bits, an integer in [2, 16]")
     p.add_argument("--a-bits", metavar="A", help="activation bits, an integer in [2, 16]")
     p.add_argument("--calib-size", type=int, metavar="N",

@@ -312,7 +312,7 @@ class VisionMamba(nn.Module):
 
     def quant_blocks(self) -> list[nn.Module]:
         """The blocks calibrated one after another: layer i maps (hidden, residual) of
-        layer i-1 to its own (see qmamba.quant.engine.calibrate)."""
+        layer i-1 to its own (see qmamba.quant.engine)."""
         return list(self.layers)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

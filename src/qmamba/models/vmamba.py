@@ -138,7 +138,7 @@ class VSSM(nn.Module):
     def quant_blocks(self) -> list[nn.Module]:
         """The modules calibrated one after another, in forward order: every VSS block
         and every downsample between stages; each maps the previous one's output to its
-        own (see qmamba.quant.engine.calibrate)."""
+        own (see qmamba.quant.engine)."""
         out: list[nn.Module] = []
         for layer in self.layers:
             out.extend(layer.blocks)

@@ -16,14 +16,10 @@ from qmamba.errors import ConfigError
 from qmamba.nn.point import ALL_ROLES
 from qmamba.quant import primitives
 from qmamba.quant.config_types import check_field_types
-from qmamba.quant.recipes.rotation import ROTATION_RECIPES
+from qmamba.quant.recipes.registry import get_recipe
 
 CONFIG_VERSION = 1
 
-RECIPES = ("fp", "minmax", "percentile", "ptq4vm", "qmamba", "qmamba_no_ltsq", "qmamba_no_tgq",
-           "quamba", "mambaquant")
-VIT_PTQ_RECIPES = ("ptq4vit", "repq_vit", "qvlm")  # qmamba.quant.recipes.vit
-RECIPES = RECIPES + VIT_PTQ_RECIPES
 OBSERVERS = ("minmax", "percentile", "mse")
 A_GRIDS = ("uniform", "ltsq")
 H_CHANNEL_MODES = ("tensor", "channel")
@@ -88,7 +84,7 @@ class SearchConfig:
     min_gain: float = 0.02
 
 
-# --- ViT/VLM PTQ baselines (PTQ4ViT, RepQ-ViT, Q-VLM): qmamba.quant.recipes.vit ---
+# --- ViT/VLM PTQ baselines (PTQ4ViT, RepQ-ViT, Q-VLM): their recipes in qmamba.quant.recipes ---
 SEARCH_METRICS = ("mse", "hessian")
 LOG_SQRT2_ROLES = ("ssm.delta",)
 
@@ -131,7 +127,7 @@ class TuneConfig:
 @dataclass
 class OutlierConfig:
     """Rotations, smoothing and clipping against activation outliers (Quamba, MambaQuant;
-    qmamba.quant.methods.outliers and qmamba.quant.recipes.rotation). All off by default."""
+    qmamba.quant.methods.outliers; recipes quamba and mambaquant). All off by default."""
 
     u_percentile: float | None = None  # clip the SSM input u at this percentile (Quamba: 99.999)
     act_symmetric: bool = False  # symmetric activation scales (Quamba)
@@ -238,45 +234,15 @@ class QuantConfig:
     # ------------------------------------------------------------------ recipes
     @classmethod
     def from_recipe(cls, name: str, w_bits: int | None = None, a_bits: int | None = None, **overrides) -> QuantConfig:
-        if name not in RECIPES:
-            close = difflib.get_close_matches(name, RECIPES, n=2, cutoff=0.4)
-            hint = f" Did you mean {' or '.join(close)}?" if close else ""
-            raise ConfigError(f"unknown recipe {name!r}.{hint} Known recipes: {', '.join(RECIPES)}")
-        if name == "fp":
-            return cls(recipe="fp", **overrides)
+        """The config of a registered recipe (`qmamba.quant.recipes`) at these bit widths,
+        with `overrides` (top-level or dotted fields) applied on top."""
+        recipe = get_recipe(name)
+        if not recipe.quantizes:
+            return cls(recipe=name, **overrides)
         if w_bits is None or a_bits is None:
             raise ConfigError(f"recipe {name!r} needs both w_bits and a_bits")
         cfg = cls(recipe=name, w_bits=w_bits, a_bits=a_bits)
-        if name == "minmax":
-            cfg.weight.observer = "minmax"
-        elif name == "percentile":
-            cfg.weight.observer = "minmax"
-            cfg.act.observer = "percentile"
-        elif name in VIT_PTQ_RECIPES:
-            from qmamba.quant.recipes import vit as vit_recipes
-
-            getattr(vit_recipes, name)(cfg)
-        elif name == "ptq4vm":
-            cfg.weight.observer = "minmax"
-            cfg.act.per_token = True
-            cfg.act.smoothing_alpha = 0.5  # Vim; quantize() uses 0.65 for VMamba unless set
-        elif name in ROTATION_RECIPES:
-            ROTATION_RECIPES[name](cfg)
-        else:  # qmamba and its ablations
-            cfg.weight.observer = "mse"
-            cfg.act.observer = "mse"
-            cfg.search.enabled = True
-            cfg.ssm.a_grid = cfg.ssm.b_grid = cfg.ssm.delta_grid = "ltsq"
-            cfg.ssm.h_groups = 8
-            # A scale per scan channel and state dimension inside each time group: on the
-            # built-in Vim at W4A4 this is worth ~7 points over one scale per group
-            # (README, "Choices measured"); the ablations keep it, so they isolate LtSQ and TGQ.
-            cfg.ssm.h_channel = "channel"
-            cfg.ssm.h_per_state = True
-            if name == "qmamba_no_ltsq":
-                cfg.ssm.a_grid = cfg.ssm.b_grid = cfg.ssm.delta_grid = "uniform"
-            elif name == "qmamba_no_tgq":
-                cfg.ssm.h_groups = 1
+        recipe.configure(cfg)
         for key, value in overrides.items():
             cfg = cfg.replace(**{key: value})
         cfg.validate()

@@ -29,14 +29,18 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 from quant_helpers import image_loader, tiny_vim, tiny_vmamba  # noqa: E402
 
-CASES = [  # (case, model, recipe, w_bits, a_bits)
-    ("vim_qmamba_w4a4", "vim", "qmamba", 4, 4),
-    ("vim_ptq4vm_w4a8", "vim", "ptq4vm", 4, 8),
-    ("vim_ptq4vit_w4a4", "vim", "ptq4vit", 4, 4),
-    ("vim_repq_vit_w4a4", "vim", "repq_vit", 4, 4),
-    ("vim_mambaquant_w4a4", "vim", "mambaquant", 4, 4),
-    ("vmamba_qmamba_w4a4", "vmamba", "qmamba", 4, 4),
-    ("vmamba_quamba_w8a8", "vmamba", "quamba", 8, 8),
+CASES = [  # (case, model, recipe, w_bits, a_bits, config overrides)
+    ("vim_qmamba_w4a4", "vim", "qmamba", 4, 4, {}),
+    ("vim_ptq4vm_w4a8", "vim", "ptq4vm", 4, 8, {}),
+    ("vim_ptq4vit_w4a4", "vim", "ptq4vit", 4, 4, {}),
+    ("vim_repq_vit_w4a4", "vim", "repq_vit", 4, 4, {}),
+    ("vim_mambaquant_w4a4", "vim", "mambaquant", 4, 4, {}),
+    ("vim_qvlm_w4a4", "vim", "qvlm", 4, 4, {}),
+    ("vim_percentile_w4a4", "vim", "percentile", 4, 4, {}),
+    ("vmamba_qmamba_w4a4", "vmamba", "qmamba", 4, 4, {}),
+    ("vmamba_quamba_w8a8", "vmamba", "quamba", 8, 8, {}),
+    ("vmamba_ptq4vm_jlss_w4a8", "vmamba", "ptq4vm", 4, 8, {"tune.jlss": True, "tune.steps": 5}),
+    ("vmamba_minmax_w4a4", "vmamba", "minmax", 4, 4, {}),
 ]
 SIZES = {"vim": 28, "vmamba": 32}
 
@@ -46,24 +50,30 @@ def inputs(model: str) -> torch.Tensor:
     return torch.randn(4, 1, SIZES[model], SIZES[model], generator=g)
 
 
+def calibrate_case(case: tuple, quantize, config_cls):
+    """The quantized model of one case, calibrated by `quantize` (the engine under test)."""
+    _, model_name, recipe, w, a, overrides = case
+    model = tiny_vim() if model_name == "vim" else tiny_vmamba()
+    config = config_cls.from_recipe(recipe, w, a, calib_size=16, seed=0, **overrides)
+    if config.search.enabled:
+        config = config.replace(**{"search.samples": 8})
+    return quantize(model, config, image_loader(16, SIZES[model_name]))
+
+
 def main() -> None:
     torch.set_num_threads(1)  # the test reloads with one thread: GEMM splits change the last bits
-    # imported here: the tests import CASES and inputs() from this file; at e7abc22 the
-    # engine was qmamba.quant.calibrate
+    # imported here: the tests import CASES and calibrate_case from this file. At e7abc22,
+    # where the fixtures were written, the engine was `qmamba.quant.calibrate.quantize`.
     from qmamba.quant.config import QuantConfig
-    from qmamba.quant.engine.calibrate import quantize
+    from qmamba.quant.engine import quantize
     from qmamba.quant.serialize import save_quantized
 
     logits = {}
-    for case, model_name, recipe, w, a in CASES:
-        model = tiny_vim() if model_name == "vim" else tiny_vmamba()
-        config = QuantConfig.from_recipe(recipe, w, a, calib_size=16, seed=0)
-        if config.search.enabled:
-            config = config.replace(**{"search.samples": 8})
-        qmodel = quantize(model, config, image_loader(16, SIZES[model_name]))
-        save_quantized(qmodel, HERE / case)
+    for case in CASES:
+        qmodel = calibrate_case(case, quantize, QuantConfig)
+        save_quantized(qmodel, HERE / case[0])
         with torch.no_grad():
-            logits[case] = qmodel(inputs(model_name)).contiguous()
+            logits[case[0]] = qmodel(inputs(case[1])).contiguous()
     save_file(logits, str(HERE / "expected_logits.safetensors"))
 
 

@@ -6,7 +6,7 @@ from quant_helpers import image_loader
 from qmamba.nn.point import iter_points
 from qmamba.nn.rotation import idle_rotation_points
 from qmamba.quant.config import QuantConfig
-from qmamba.quant.engine.calibrate import quantize
+from qmamba.quant.engine import quantize
 from qmamba.quant.quantizers import LogQuantizer, ScanQuantizer, SmoothedInput
 from qmamba.quant.serialize import load_quantized, save_quantized
 

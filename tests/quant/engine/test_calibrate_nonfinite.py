@@ -11,7 +11,7 @@ from quant_helpers import image_loader
 from qmamba.errors import NumericsError
 from qmamba.pipeline import calibrate
 from qmamba.quant.config import QuantConfig
-from qmamba.quant.engine.calibrate import quantize
+from qmamba.quant.engine import quantize
 from qmamba.report.progress import Progress
 
 CFG = QuantConfig.from_recipe("minmax", 8, 8, calib_size=8)
@@ -45,9 +45,9 @@ def test_pipeline_names_the_float_layer(vim_model):
 
 
 def test_pipeline_blames_quantization_when_the_float_model_is_finite(vim_model, monkeypatch):
-    import qmamba.quant.engine.calibrate as engine
+    import qmamba.quant.engine.steps as engine
 
-    real_build = engine._build
+    real_build = engine.build_quantizer
 
     def overflowing_stem(plan, config, directions, clip=1.0):
         q = real_build(plan, config, directions, clip)
@@ -55,7 +55,7 @@ def test_pipeline_blames_quantization_when_the_float_model_is_finite(vim_model, 
             return torch.nn.Sequential(q, _Inf())
         return q
 
-    monkeypatch.setattr(engine, "_build", overflowing_stem)
+    monkeypatch.setattr(engine, "build_quantizer", overflowing_stem)
     batches = [x for x, _ in image_loader(8, 28)]
     with pytest.raises(NumericsError, match="float model stays finite.*quantization before this point"):
         calibrate(vim_model, CFG, batches, torch.device("cpu"), Progress(enabled=False))

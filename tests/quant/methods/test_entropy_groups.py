@@ -5,7 +5,11 @@ from quant_helpers import image_loader
 
 from qmamba.nn.point import QuantPoint
 from qmamba.quant.config import QuantConfig
-from qmamba.quant.engine.calibrate import PointPlan, _build, _group_loss, _search_group, quantize
+from qmamba.quant.engine import quantize
+from qmamba.quant.engine.blocks import group_loss
+from qmamba.quant.engine.build import build_quantizer
+from qmamba.quant.engine.plan import PointPlan
+from qmamba.quant.engine.search import search_group
 from qmamba.quant.methods.entropy_groups import activation_entropy, group_blocks
 from qmamba.quant.observers.act import ActObserver
 
@@ -55,13 +59,13 @@ def _search_clip(x, blocks, cfg):
     clip_block = blocks[0]
     plan = PointPlan("q", clip_block.q, bits=3, observer=ActObserver("minmax"))
     plan.observer(x)
-    clip_block.q.quantizer = _build(plan, cfg, {})
+    clip_block.q.quantizer = build_quantizer(plan, cfg, {})
     target = x
     for b in blocks[1:]:
         target = b(target)
-    _search_group(blocks, [plan], cfg, {}, [((x,), {})], [((target,), {})])
+    search_group(blocks, [plan], cfg, {}, [((x,), {})], [((target,), {})])
     two = [clip_block, _Threshold()]
-    return plan.info["clip"], _group_loss(two, [((x,), {})], [((_Threshold()(x),), {})])
+    return plan.info["clip"], group_loss(two, [((x,), {})], [((_Threshold()(x),), {})])
 
 
 def test_the_group_search_scores_the_output_of_the_whole_group():

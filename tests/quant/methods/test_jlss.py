@@ -6,7 +6,7 @@ from quant_helpers import image_loader
 from qmamba.errors import ConfigError
 from qmamba.nn.point import iter_points
 from qmamba.quant.config import QuantConfig
-from qmamba.quant.engine.calibrate import quantize
+from qmamba.quant.engine import quantize
 from qmamba.quant.methods.jlss import learnable_tensors
 from qmamba.quant.quantizers import SmoothedInput, SmoothedWeight
 from qmamba.quant.serialize import load_quantized, save_quantized

@@ -10,7 +10,7 @@ from qmamba.models.layers import RMSNorm
 from qmamba.nn.layers import QuantLinear
 from qmamba.nn.point import iter_points
 from qmamba.quant.config import QuantConfig
-from qmamba.quant.engine.calibrate import quantize
+from qmamba.quant.engine import quantize
 from qmamba.quant.methods.reparam import (
     channel_observer,
     fold_pair,

@@ -7,7 +7,7 @@ from qmamba.errors import ConfigError
 from qmamba.nn.point import iter_points
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.diagnostics import point_sqnr
-from qmamba.quant.engine.calibrate import quantize
+from qmamba.quant.engine import quantize
 from qmamba.quant.quantizers import UniformQuantizer
 from qmamba.quant.serialize import load_quantized, save_quantized
 

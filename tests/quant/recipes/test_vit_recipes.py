@@ -7,7 +7,7 @@ from quant_helpers import image_loader
 
 from qmamba.nn.point import iter_points
 from qmamba.quant.config import QuantConfig
-from qmamba.quant.engine.calibrate import quantize
+from qmamba.quant.engine import quantize
 from qmamba.quant.methods import hessian
 from qmamba.quant.quantizers.log_sqrt2 import LogSqrt2Quantizer
 from qmamba.quant.quantizers.twin_uniform import TwinUniformQuantizer
@@ -46,13 +46,15 @@ def test_ptq4vit_puts_twin_uniform_at_the_silu_outputs(vim_ptq4vit):
 
 
 def test_weight_points_are_searched_only_when_asked(vim_model):
-    from qmamba.quant.engine.calibrate import PointPlan, _searchable, _WeightCapture
+    from qmamba.quant.engine.build import searchable
+    from qmamba.quant.engine.observe import WeightCapture
+    from qmamba.quant.engine.plan import PointPlan
 
     point = vim_model.layers[0].mixer.in_proj.weight_quant
-    plan = PointPlan("w", point, 4, observer=_WeightCapture())
+    plan = PointPlan("w", point, 4, observer=WeightCapture())
     cfg = QuantConfig.from_recipe("ptq4vit", 4, 4)
-    assert not _searchable(plan, cfg)
-    assert _searchable(plan, cfg.replace(**{"vit_ptq.search_weights": True}))
+    assert not searchable(plan, cfg)
+    assert searchable(plan, cfg.replace(**{"vit_ptq.search_weights": True}))
 
 
 def test_hessian_weights_are_squared_gradients_of_the_kl_at_the_block_output(vim_model):

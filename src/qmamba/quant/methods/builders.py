@@ -1,7 +1,7 @@
 """Turn calibration statistics into quantizers, one function per kind of point.
 
 Every builder takes a `clip` ratio in (0, 1]: 1.0 is the calibrated range, smaller
-values clip it. The block-wise search (`qmamba.quant.engine.calibrate`) tries several ratios
+values clip it. The block-wise search (`qmamba.quant.engine`) tries several ratios
 per point and keeps the one with the smallest block-output error.
 """
 from __future__ import annotations

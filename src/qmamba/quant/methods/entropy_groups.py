@@ -15,7 +15,12 @@ Our interpretation (the paper's exact partition rule was not available to us as 
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
+
+from qmamba.quant.config import QuantConfig
+from qmamba.quant.engine.mechanism import Mechanism
 
 ENTROPY_BINS = 256  # 8-bit activation
 SAMPLES_PER_BATCH = 1 << 15  # values kept per block and batch (seeded subsample)
@@ -65,3 +70,30 @@ def group_blocks(entropies: list[float], quantile: float = 0.5, max_group: int =
             groups.append(current)
             current = []
     return groups
+
+
+class EntropyGroups(Mechanism):
+    """Q-VLM's grouping (`vit_ptq.entropy_groups`): sample every block's output during the
+    float pass, then group the blocks by entropy; the search runs per group."""
+
+    @classmethod
+    def enabled(cls, config: QuantConfig) -> bool:
+        return config.vit_ptq.entropy_groups
+
+    @contextlib.contextmanager
+    def trunk_hooks(self, run):
+        self.samplers = [OutputSampler(self.config.seed) for _ in run.blocks]
+        handles = [b.register_forward_hook(s) for b, s in zip(run.blocks, self.samplers, strict=True)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def block_groups(self, run) -> list[list[int]]:
+        entropies = [s.entropy() for s in self.samplers]
+        cfg = self.config.vit_ptq
+        groups = group_blocks(entropies, cfg.entropy_quantile, cfg.max_group)
+        run.info["block_entropy_bits"] = entropies
+        run.info["block_groups"] = groups
+        return groups

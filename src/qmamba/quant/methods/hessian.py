@@ -14,6 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from qmamba.quant.config import QuantConfig
+from qmamba.quant.engine.blocks import first_image_batches
+from qmamba.quant.engine.mechanism import Mechanism
+
 
 class _LeafOutputs:
     """Forward hook: replace a block's tensor outputs by leaves that require grad."""
@@ -64,3 +68,19 @@ def _normalised_square(g: torch.Tensor | None) -> torch.Tensor | None:
     sq = g.detach().float().pow(2)
     mean = sq.mean()
     return None if float(mean) == 0.0 else sq / mean
+
+
+class HessianMetric(Mechanism):
+    """PTQ4ViT's search metric (`vit_ptq.search_metric = "hessian"`): the block search
+    weighs its output error by the squared gradients above."""
+
+    @classmethod
+    def enabled(cls, config: QuantConfig) -> bool:
+        return config.search.enabled and config.vit_ptq.search_metric == "hessian"
+
+    def prepare(self, run) -> None:
+        self.images = first_image_batches(run.images, self.config.search.samples)
+        self.fp_probs = fp_probabilities(run.qmodel, self.images, run.device)  # nothing quantized yet
+
+    def search_weights(self, run, group_blocks):
+        return block_output_weights(run.qmodel, group_blocks[-1], self.images, self.fp_probs, run.device)

@@ -25,6 +25,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from qmamba.nn.point import QuantPoint
+from qmamba.quant.config import QuantConfig
+from qmamba.quant.engine.blocks import first_images
+from qmamba.quant.engine.mechanism import Mechanism
 from qmamba.quant.quantizers import SmoothedInput, SmoothedWeight, UniformQuantizer, WeightQuantizer
 
 
@@ -140,3 +143,25 @@ def tune_block(block: nn.Module, inputs: list[tuple], targets: list[tuple], step
         _untie_smoothing(block)
         for p in frozen:
             p.requires_grad_(True)
+
+
+class JLSS(Mechanism):
+    """PTQ4VM's block-wise tuning (`tune.jlss`), after each block is built."""
+
+    @classmethod
+    def enabled(cls, config: QuantConfig) -> bool:
+        return config.tune.jlss
+
+    def __init__(self, config: QuantConfig):
+        super().__init__(config)
+        self.records: list[dict] = []
+
+    def tune_block(self, run, index, block, inputs, targets) -> None:
+        n = self.config.tune.samples
+        tuned = tune_block(block, first_images(inputs, n), first_images(targets, n), self.config.tune.steps,
+                           self.config.tune.lr)
+        self.records.append({"block": index, "loss_before": tuned.loss_before, "loss_after": tuned.loss_after})
+
+    def finish(self, run) -> None:
+        if self.records:
+            run.info["jlss"] = self.records

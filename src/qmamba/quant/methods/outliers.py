@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from qmamba.nn.point import QuantPoint
 from qmamba.quant.config import QuantConfig
+from qmamba.quant.engine.mechanism import Mechanism
 from qmamba.quant.methods.hadamard import mixing_rotation
 
 SMOOTH_MIN = 1e-5
@@ -160,3 +161,15 @@ def apply_outlier_transforms(model: nn.Module, config: QuantConfig, images, devi
         for kind_layers in (sites["norm_input"], sites["ssm_output"], sites["inner"])
         for layer in kind_layers if layer.input_rotation.active
     } | {names[id(c)]: c.input_rotation.describe() for _, _, c in sites["folded"] if c.input_rotation.active}
+
+
+class Rotations(Mechanism):
+    """Quamba's / MambaQuant's rotations and smoothing, set on the float model before
+    calibration (`outlier.klt`, `outlier.hadamard_out_proj`, `outlier.hadamard_inner`)."""
+
+    @classmethod
+    def enabled(cls, config: QuantConfig) -> bool:
+        return config.outlier.rotates
+
+    def prepare(self, run) -> None:
+        run.info["rotations"] = apply_outlier_transforms(run.qmodel, self.config, run.images, run.device)

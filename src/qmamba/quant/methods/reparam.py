@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from qmamba.quant.config import QuantConfig
+from qmamba.quant.engine.mechanism import Mechanism
 from qmamba.quant.observers.base import MSEObserver
 from qmamba.quant.primitives import choose_qparams
 from qmamba.quant.quantizers import UniformQuantizer
@@ -90,3 +92,41 @@ def fold_pair(norm: nn.Module, linear: nn.Module, scale: torch.Tensor, zero_poin
 
 def _scale_(param: torch.Tensor, factor: torch.Tensor) -> None:
     param.copy_((param.double() * factor).to(param.dtype))
+
+
+def reparam_pairs(block: nn.Module, plans) -> list[tuple]:
+    """(input plan, weight plan, (norm, linear)) of the block's norm -> linear pairs whose
+    linear input sees the norm output itself (no active rotation) and has no stem/head tag."""
+    by_point = {id(p.point): p for p in plans}
+    out = []
+    for norm, linear in norm_linear_pairs(block):
+        rotation = getattr(linear, "input_rotation", None)
+        if rotation is not None and rotation.active:
+            continue  # the input point sees the rotated norm output, not the norm output
+        p_in = by_point.get(id(getattr(linear, "input_quant", None)))
+        p_w = by_point.get(id(getattr(linear, "weight_quant", None)))
+        if p_in is not None and p_w is not None and not p_in.point.tags:
+            out.append((p_in, p_w, (norm, linear)))
+    return out
+
+
+class Reparameterization(Mechanism):
+    """RepQ-ViT (`vit_ptq.reparam`): per-channel observers at the norm outputs, folded
+    into norm + linear once observed (the per-tensor quantizer is then fixed)."""
+
+    @classmethod
+    def enabled(cls, config: QuantConfig) -> bool:
+        return config.vit_ptq.reparam
+
+    def before_observe(self, run, block, plans) -> None:
+        self.pairs = reparam_pairs(block, plans)
+        for p_in, _, _ in self.pairs:
+            p_in.observer = channel_observer(p_in.point.channel_axis)
+
+    def after_observe(self, run, block, plans, inputs) -> None:
+        for p_in, p_w, (norm, linear) in self.pairs:
+            scale, zero_point = per_channel_qparams(p_in.observer, p_in.bits)
+            p_in.point.quantizer, how = fold_pair(norm, linear, scale, zero_point, p_in.bits)
+            p_in.info["reparam"] = how
+            p_in.searchable = False
+            p_w.observer.weight = linear.weight.detach()  # the folded weight

@@ -1,61 +1,21 @@
-"""The rotation baselines as recipes: `quamba` and `mambaquant`.
-
-Each function sets the fields of a fresh `QuantConfig` (called by
-`QuantConfig.from_recipe`); the transforms themselves are in `qmamba.quant.methods.outliers`
-(rotations and smoothing, applied before calibration) and `qmamba.nn.rotation` (the
-`InputRotation` slot of every QuantLinear). Both recipes quantize exactly the points
-every other recipe quantizes (method.md), including the scan's A_bar, B_bar u and h,
-which both papers keep in higher precision inside their scan kernels: there they get
-the engine's per-tensor uniform min/max quantizers (no LtSQ, no TGQ), so the table
-compares the methods on the same quantization points.
-"""
+"""MambaQuant (Xu et al., ICLR 2025) as a recipe: KLT-enhanced and smooth-fused Hadamard
+rotations of the linear inputs."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from qmamba.quant.recipes.registry import register_recipe
 
 if TYPE_CHECKING:
     from qmamba.quant.config import QuantConfig
 
 
-def quamba(cfg: QuantConfig) -> None:
-    """Quamba (Chiang, Chang, Frumkin, Wu, Marculescu, "Quamba: A Post-Training
-    Quantization Recipe for Selective State Space Models", arXiv 2410.13229, 2024).
-
-    What the paper does (Mamba LLMs, W8A8): static per-tensor symmetric 8-bit scales for
-    weights and activations; the input x of the selective SSM (after conv + SiLU, also
-    x_proj's input) is clipped at the 99.999th percentile of its calibration values
-    (its outliers matter little to the scan, and the precision of the rest does);
-    the SSM output y, whose massive outliers per channel defeat per-tensor scales, is
-    quantized after a Walsh-Hadamard transform (y H), with H^T fused into out_proj's
-    weight offline, so out_proj computes (y H)(W H)^T = y W^T on int8 operands.
-
-    What is implemented here:
-    - every activation point (Linear inputs, u, delta, C, y, z): static per-tensor,
-      symmetric (`outlier.act_symmetric`) min/max scales; the scan input u (= x_proj's
-      input, `ssm.u`) with the 99.999th-percentile clipping (`outlier.u_percentile`; the
-      percentile is taken on a seeded sample of 65,536 values per point, so at
-      99.999 it clips only the very top of that sample);
-    - out_proj's input (Vim: the mean of the two gated directions; VMamba: out_norm(y),
-      gated in v0) is rotated by an orthonormal Hadamard matrix in out_proj's
-      `input_rotation` slot before its input point, and out_proj's weight is folded
-      offline to W H, so the float output is unchanged (`outlier.hadamard_out_proj`).
-      Quamba uses a Walsh-Hadamard matrix (powers of two); widths like 96 = 12 * 8 use
-      a Paley x Sylvester Hadamard matrix (qmamba.quant.methods.hadamard), a seeded random
-      orthogonal matrix where none exists;
-    - weights: the engine's per-output-channel symmetric min/max quantizer (Quamba's
-      8-bit weights are per tensor; per channel is what every baseline here uses);
-    - adapted to vision SSMs: the same transforms in each Vim direction and in VMamba's
-      4-direction SS2D; the scan-internal points get uniform per-tensor min/max scales
-      (see the module docstring); patch embedding and head at `first_last_bits`.
-    The paper is 8-bit only; the lower settings of the table use the same recipe.
-    """
-    cfg.weight.observer = "minmax"
-    cfg.act.observer = "minmax"
-    cfg.outlier.u_percentile = 99.999
-    cfg.outlier.act_symmetric = True
-    cfg.outlier.hadamard_out_proj = True
-
-
+@register_recipe(
+    "mambaquant",
+    group="literature",
+    summary="MambaQuant: KLT-enhanced Hadamard rotations of linear inputs, smooth-fused out_proj rotation",
+    demo_settings=("W8A8", "W4A8", "W4A4"),
+)
 def mambaquant(cfg: QuantConfig) -> None:
     """MambaQuant (Xu, Yue, Hu, Yuan, Jiang, Chen, Yu, Xu, Zhou, Yang, "MambaQuant:
     Quantizing the Mamba Family with Variance Aligned Rotation Methods", ICLR 2025,
@@ -103,6 +63,3 @@ def mambaquant(cfg: QuantConfig) -> None:
     cfg.outlier.hadamard_out_proj = True
     cfg.outlier.smooth_alpha = 0.5
     cfg.outlier.hadamard_inner = True
-
-
-ROTATION_RECIPES = {"quamba": quamba, "mambaquant": mambaquant}

@@ -1,0 +1,34 @@
+"""The block-wise clipping search: coordinate descent over a group's points."""
+from __future__ import annotations
+
+from qmamba.quant.engine.blocks import group_loss
+from qmamba.quant.engine.build import build_quantizer, search_candidates, searchable
+
+
+def search_group(blocks, plans, config, directions, inputs, targets, weights=None, group=None) -> None:
+    """Coordinate search point by point in forward order (`vit_ptq.search_rounds` sweeps),
+    each candidate scored by the error of the output of the whole group of blocks against
+    the float model's (`weights`: per-element weights of that error, or None). `group`:
+    the blocks' indices, recorded in the points' info (grouped recipes)."""
+    points = [p for p in plans if searchable(p, config)]
+    for p in points if group is not None else ():
+        p.info["search_group"] = list(group)
+    chosen = {id(p): search_candidates(p, config)[0] for p in points}
+    # the loss of the blocks as they stand: computed once, then carried from point to point
+    # (after a point's search the blocks hold its best quantizer, whose loss is known)
+    current = group_loss(blocks, inputs, targets, weights) if points else 0.0
+    for _ in range(config.vit_ptq.search_rounds):
+        for p in points:
+            best_key = chosen[id(p)]
+            best_q, best_loss = p.point.quantizer, current
+            for key in search_candidates(p, config):
+                if key == chosen[id(p)]:
+                    continue
+                p.point.quantizer = build_quantizer(p, config, directions, key)
+                loss = group_loss(blocks, inputs, targets, weights)
+                if loss < best_loss * (1.0 - config.search.min_gain):
+                    best_key, best_loss, best_q = key, loss, p.point.quantizer
+            p.point.quantizer = best_q
+            current = best_loss
+            chosen[id(p)] = best_key
+            p.info["clip"] = list(best_key) if isinstance(best_key, tuple) else best_key
