@@ -15,6 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -148,28 +149,63 @@ def train(
     max_steps: int | None = None,
     device: str | torch.device = "cpu",
 ) -> dict:
-    """Train `model` in place (on `device`, CPU by default) and return its history.
+    """Train `model` in place (on `device`) and return its history; see the module docstring.
 
-    Args:
-        train_dataset / test_dataset: items (image (C, H, W) float tensor, label int);
-            `test_dataset` may be None (no evaluation).
-        epochs, batch_size, lr, weight_decay: AdamW with a warmup + cosine schedule (per
-            step; the last step reaches lr * min_lr_factor).
-        seed: seeds the global generators, the shuffling and the augmentation.
-        augment: random crop (padding 2) + random horizontal flip of each training batch.
-        progress: a tqdm bar per epoch. log: receives one line per epoch (None: silent).
-        warmup_epochs: length of the linear warmup (default: 5% of the run, at most 1 epoch).
-        max_steps: stop after this many optimizer steps in total (tests, quick checks).
-        device: where the model and the batches go (the model is moved there); the
-            shuffling and the augmentation stay on the CPU, so their draws do not depend
-            on it. On CUDA the scan's backward runs the reference loop (the Triton scan is
-            forward-only).
-
-    Returns:
-        {'loss': [mean training loss per epoch], 'train_top1': [...], 'test_top1': [...],
-        'test_top5': [...], 'epoch_seconds': [...], 'lr_last': [...], 'steps': int,
-        'seconds': float, 'final_test_top1': float | None}; the model is left in eval mode.
+    Datasets yield (image (C, H, W) float tensor, label int); `test_dataset` may be None.
+    AdamW with a linear warmup (`warmup_epochs`, default 5% of the run, at most one epoch)
+    and a per-step cosine schedule down to lr * min_lr_factor; `seed` seeds the global
+    generators, the shuffling and the augmentation (random crop with padding 2 and
+    horizontal flip, on the CPU, so the draws do not depend on `device`); `max_steps`
+    caps the optimizer steps. `log` receives one line per epoch (None: silent).
+    Returns {'loss', 'train_top1', 'test_top1', 'test_top5', 'epoch_seconds', 'lr_last':
+    per-epoch lists, 'steps', 'seconds', 'final_test_top1'}; the model ends in eval mode.
     """
+    _check_arguments(epochs, batch_size, lr, train_dataset)
+    say = log or (lambda _line: None)
+    history: dict = {"loss": [], "train_top1": [], "test_top1": [], "test_top5": [],
+                     "epoch_seconds": [], "lr_last": [], "steps": 0}
+    start = time.time()
+    with _Deterministic():
+        seed_everything(seed)
+        model.to(device)
+        run = _TrainingRun.build(model, train_dataset, epochs, batch_size, lr, weight_decay, seed, augment,
+                                 progress, label_smoothing, warmup_epochs, min_lr_factor, clip_grad,
+                                 max_steps, device)
+        test_loader = (
+            _loader(test_dataset, eval_batch_size, shuffle=False, seed=seed)
+            if test_dataset is not None else None
+        )
+        for epoch in range(epochs):
+            if run.step >= run.total:
+                break
+            say(_epoch_and_record(run, epoch, epochs, test_loader, device, history))
+        history["steps"] = run.step
+    model.eval()
+    history["seconds"] = time.time() - start
+    history["final_test_top1"] = history["test_top1"][-1] if history["test_top1"] else None
+    return history
+
+
+def _epoch_and_record(run: _TrainingRun, epoch: int, epochs: int, test_loader, device, history: dict) -> str:
+    """Train one epoch, evaluate on the test data (if any), record both; the log line."""
+    from qmamba.eval import evaluate
+
+    t0 = time.time()
+    loss, top1 = run.epoch(epoch, epochs)
+    history["loss"].append(loss)
+    history["train_top1"].append(top1)
+    history["lr_last"].append(run.scheduler.get_last_lr()[0])
+    line = f"epoch {epoch + 1}/{epochs}: train loss {loss:.4f}, train top-1 {top1:.2f}%"
+    if test_loader is not None:
+        res = evaluate(run.model, test_loader, device)
+        history["test_top1"].append(res.top1)
+        history["test_top5"].append(res.top5)
+        line += f", test top-1 {res.top1:.2f}% top-5 {res.top5:.2f}%"
+    history["epoch_seconds"].append(time.time() - t0)
+    return line + f" ({history['epoch_seconds'][-1]:.0f} s)"
+
+
+def _check_arguments(epochs: int, batch_size: int, lr: float, train_dataset: Dataset) -> None:
     if epochs <= 0:
         raise QMambaError(f"epochs must be positive, got {epochs}")
     if batch_size <= 0:
@@ -178,24 +214,32 @@ def train(
         raise QMambaError(f"learning rate must be positive, got {lr}")
     if len(train_dataset) == 0:
         raise QMambaError("the training data is empty")
-    from tqdm import tqdm
 
-    from qmamba.eval import evaluate
 
-    say = log or (lambda _line: None)
-    history: dict = {"loss": [], "train_top1": [], "test_top1": [], "test_top5": [],
-                     "epoch_seconds": [], "lr_last": [], "steps": 0}
-    start = time.time()
-    with _Deterministic():
-        seed_everything(seed)
-        model.to(device)
+@dataclass
+class _TrainingRun:
+    """The optimizer, schedule and data of one training run, and its step count."""
+
+    model: nn.Module
+    loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    criterion: nn.Module
+    aug_gen: torch.Generator | None  # None: no augmentation
+    total: int  # optimizer steps in all
+    steps_per_epoch: int
+    lr: float
+    clip_grad: float | None
+    progress: bool
+    device: str | torch.device
+    step: int = 0
+
+    @classmethod
+    def build(cls, model, train_dataset, epochs, batch_size, lr, weight_decay, seed, augment, progress,
+              label_smoothing, warmup_epochs, min_lr_factor, clip_grad, max_steps, device) -> _TrainingRun:
         # drop the last partial batch: it would get a full-size step from a few images
         drop_last = len(train_dataset) > batch_size
         loader = _loader(train_dataset, batch_size, shuffle=True, seed=seed, drop_last=drop_last)
-        test_loader = (
-            _loader(test_dataset, eval_batch_size, shuffle=False, seed=seed)
-            if test_dataset is not None else None
-        )
         aug_gen = torch.Generator().manual_seed(seed + 1)
         steps_per_epoch = len(loader)
         total = steps_per_epoch * epochs
@@ -205,64 +249,51 @@ def train(
             warmup = max(1, min(steps_per_epoch, round(0.05 * total)))
         else:
             warmup = max(1, round(warmup_epochs * steps_per_epoch))
-        optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr,
-                                      betas=(0.9, 0.999), eps=1e-8)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(total, warmup, min_lr_factor)
-        )
+        optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-8)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup, min_lr_factor))
         criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        step = 0
-        for epoch in range(epochs):
-            if step >= total:
-                break
-            model.train()
-            t0 = time.time()
-            loss_sum, correct, seen = 0.0, 0, 0
-            bar = tqdm(total=min(steps_per_epoch, total - step), disable=not progress,
-                       desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
-                       dynamic_ncols=True)
-            for x, y in loader:
-                if step >= total:
+        return cls(model, loader, optimizer, scheduler, criterion, aug_gen if augment else None, total,
+                   steps_per_epoch, lr, clip_grad, progress, device)
+
+    def epoch(self, epoch: int, epochs: int) -> tuple[float, float]:
+        """One pass over the training data (until the step budget ends): (mean loss, top-1 %)."""
+        from tqdm import tqdm
+
+        self.model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(total=min(self.steps_per_epoch, self.total - self.step), disable=not self.progress,
+                   desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True, dynamic_ncols=True)
+        try:
+            for x, y in self.loader:
+                if self.step >= self.total:
                     break
-                if augment:
-                    x = augment_batch(x, aug_gen)
-                x, y = x.to(device), y.to(device)
-                logits = model(x)
-                loss = criterion(logits, y)
-                if not torch.isfinite(loss):
-                    bar.close()
-                    raise QMambaError(
-                        f"training diverged: loss {loss.item()} at step {step} (epoch "
-                        f"{epoch + 1}); lower the learning rate (--lr, now {lr:g})"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip_grad is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                n = int(y.shape[0])
+                loss, logits = self._train_step(x, y, epoch)
+                n = int(logits.shape[0])
                 loss_sum += float(loss.detach()) * n
-                correct += int((logits.detach().argmax(1) == y).sum())
+                correct += int((logits.detach().argmax(1) == y.to(logits.device)).sum())
                 seen += n
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+        finally:
             bar.close()
-            history["loss"].append(loss_sum / max(seen, 1))
-            history["train_top1"].append(100.0 * correct / max(seen, 1))
-            history["lr_last"].append(scheduler.get_last_lr()[0])
-            line = (f"epoch {epoch + 1}/{epochs}: train loss {history['loss'][-1]:.4f}, "
-                    f"train top-1 {history['train_top1'][-1]:.2f}%")
-            if test_loader is not None:
-                res = evaluate(model, test_loader, device)
-                history["test_top1"].append(res.top1)
-                history["test_top5"].append(res.top5)
-                line += f", test top-1 {res.top1:.2f}% top-5 {res.top5:.2f}%"
-            history["epoch_seconds"].append(time.time() - t0)
-            say(line + f" ({history['epoch_seconds'][-1]:.0f} s)")
-        history["steps"] = step
-    model.eval()
-    history["seconds"] = time.time() - start
-    history["final_test_top1"] = history["test_top1"][-1] if history["test_top1"] else None
-    return history
+        return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.aug_gen is not None:
+            x = augment_batch(x, self.aug_gen)
+        x, y = x.to(self.device), y.to(self.device)
+        logits = self.model(x)
+        loss = self.criterion(logits, y)
+        if not torch.isfinite(loss):
+            raise QMambaError(
+                f"training diverged: loss {loss.item()} at step {self.step} (epoch "
+                f"{epoch + 1}); lower the learning rate (--lr, now {self.lr:g})"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_grad is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss, logits
