@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from qmamba.errors import CheckpointError
+from qmamba.errors import CheckpointError, QMambaError
 from qmamba.io_utils import atomic_path
 
 __all__ = ["load_checkpoint", "save_checkpoint", "read_checkpoint", "extract_state_dict"]
@@ -268,14 +268,22 @@ def _listing(names: list[str]) -> str:
 
 
 def _model_label(model: nn.Module) -> str:
-    for attr in ("model_name", "name"):
+    """The registered name of a model built by create_model; else what a timm or user
+    model calls itself; else its class name."""
+    from qmamba.models import contract
+
+    name = contract.registered_name(model)
+    if name is not None:
+        return name
+    for attr in ("model_name", "name"):  # not our contract: other libraries' models
         v = getattr(model, attr, None)
         if isinstance(v, str) and v:
             return v
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
-    if isinstance(cfg, Mapping) and isinstance(cfg.get("architecture"), str):
-        return cfg["architecture"]
-    return type(model).__name__
+    try:
+        architecture = contract.data_config(model).get("architecture")  # timm's models
+    except QMambaError:
+        architecture = None
+    return architecture if isinstance(architecture, str) else type(model).__name__
 
 
 _META_CACHE: dict[tuple[str, int], tuple[nn.Module, dict[str, tuple]] | None] = {}
@@ -316,7 +324,7 @@ def guess_model(sd: Mapping[str, torch.Tensor], exclude: Mapping[str, tuple] | N
     best: tuple[str, float, bool] | None = None
     best_rank: tuple = ()
     t0 = time.monotonic()
-    from qmamba.models import registry
+    from qmamba.models import contract, registry
 
     # models already built (cached) cost nothing: try them first
     names = sorted(list_models(),
@@ -331,8 +339,8 @@ def guess_model(sd: Mapping[str, torch.Tensor], exclude: Mapping[str, tuple] | N
         if exclude is not None and cshapes == dict(exclude):
             continue
         variants = [raw]
-        filt = getattr(cand, "filter_state_dict", None)
-        if use_filter and callable(filt):
+        filt = contract.state_dict_filter(cand)
+        if use_filter and filt is not None:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -425,6 +433,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, use_ema: bool = F
     Raises:
         CheckpointError with a message naming the file and what to do.
     """
+    from qmamba.models import contract  # here: qmamba.models imports this module
+
     spath = str(path)
     obj, fmt, metadata = read_checkpoint(path, allow_unsafe_pickle=allow_unsafe_pickle)
     notes: list[str] = []
@@ -444,8 +454,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, use_ema: bool = F
     sd = strip_prefix(sd, "module.")
 
     raw_sd = sd
-    filt = getattr(model, "filter_state_dict", None)
-    if callable(filt):
+    filt = contract.state_dict_filter(model)
+    if filt is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

@@ -9,7 +9,7 @@ TINY = "qmamba_test_tiny_vim"
 
 
 def _register_tiny() -> None:
-    from qmamba.data import fashion_mnist_data_config
+    from qmamba.models.builtin import with_fashion_mnist_config
     from qmamba.models.registry import _FACTORIES, create_model, register_model
     from qmamba.models.vim import VisionMamba
 
@@ -21,9 +21,7 @@ def _register_tiny() -> None:
         args = dict(img_size=28, in_chans=1, num_classes=10, patch_size=7, stride=7,
                     embed_dim=8, depth=1, d_state=4)
         args.update(kwargs)
-        model = VisionMamba(**args)
-        model.default_cfg = model.pretrained_cfg = fashion_mnist_data_config()
-        return model
+        return with_fashion_mnist_config(VisionMamba(**args))
 
     assert create_model(TINY) is not None
 

@@ -137,6 +137,9 @@ def test_list_models(run_cli):
     rc, out, _ = run_cli("list-models")
     assert rc == 0 and "vim_tiny" in out.split() and "vmamba_tiny_v0" in out.split()
     assert "vim_tiny_patch16_224" not in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "imagenet-1k (1000 classes)" in lines["vim_tiny"]
+    assert "fashion-mnist (10 classes)" in lines["vim_fmnist"]
     rc, out, _ = run_cli("list-models", "--all")
     assert rc == 0 and "vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2 -> vim_tiny" in out
 

@@ -43,7 +43,7 @@ def test_small_variant_builds_and_runs(name):
     torch.manual_seed(0)
     model = qmamba.create_model(name, **SMALL).eval()
     assert model.num_classes == 5
-    assert model.default_cfg == model.pretrained_cfg == imagenet_data_config(32, 3)
+    assert model.default_cfg == model.pretrained_cfg == imagenet_data_config(32, 3, num_classes=5)
     with torch.no_grad():
         out = model(torch.randn(2, 3, 32, 32))  # (2, 5)
     assert out.shape == (2, 5) and torch.isfinite(out).all()

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     import qmamba
     from qmamba import ops
     from qmamba.bench.scan import _sync, bench_device, parse_backends, write_report
+    from qmamba.models import contract
 
     torch.set_num_threads(args.threads)
     device = bench_device(args.device)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     kwargs = {} if args.img_size is None else {"img_size": args.img_size}
     model = qmamba.create_model(args.model, **kwargs).eval().to(device)
-    c, h, w = model.default_cfg["input_size"]
+    c, h, w = contract.data_config(model)["input_size"]
     if args.img_size is not None:
         h = w = args.img_size
     x = torch.randn(args.batch, c, h, w, device=device)

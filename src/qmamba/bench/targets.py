@@ -65,12 +65,13 @@ def accuracy_checks(rows: list[dict]) -> list[dict]:
 @torch.no_grad()
 def grid_checks(model_name: str, images: torch.Tensor, bits: int = 4, groups: int = 8) -> dict:
     """compare_scan_grids on every block and scan direction of a float built-in model."""
+    from qmamba.models import contract
     from qmamba.models.builtin import load_builtin_model
     from qmamba.quant.diagnostics import compare_scan_grids, scan_points_of_block, trace_scan
 
     model = load_builtin_model(model_name)
     per_scan = []
-    for block in range(len(list(model.quant_blocks()))):
+    for block in range(len(contract.quant_blocks(model))):
         for direction in range(len(scan_points_of_block(model, block))):
             trace = trace_scan(model, images, block, direction)
             per_scan.append({"block": block, "direction": direction,

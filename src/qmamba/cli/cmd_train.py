@@ -138,8 +138,8 @@ def _train_and_save(args: argparse.Namespace, name: str, out: str) -> int:
 
     import qmamba
     from qmamba.checkpoint import save_checkpoint
-    from qmamba.data import FashionMNIST, calibration_indices, fashion_mnist_data_config
-    from qmamba.models.builtin import BUILTIN_MODELS
+    from qmamba.data import FashionMNIST, calibration_indices
+    from qmamba.models.builtin import BUILTIN_MODELS, with_fashion_mnist_config
     from qmamba.models.registry import create_model
     from qmamba.ops import backend
     from qmamba.train import seed_everything, train
@@ -159,7 +159,7 @@ def _train_and_save(args: argparse.Namespace, name: str, out: str) -> int:
     seed_everything(args.seed)  # the model's random init depends on the seed too
     model = create_model(name, img_size=args.img_size, in_chans=args.in_chans,
                          num_classes=args.num_classes)
-    model.default_cfg = model.pretrained_cfg = fashion_mnist_data_config(args.num_classes)
+    with_fashion_mnist_config(model)  # its data config and label set
     n_params = sum(p.numel() for p in model.parameters())
     command = _command_line(args)
     print(f"training {name} ({n_params / 1e3:.1f}k parameters"

@@ -1,5 +1,7 @@
 """Datasets, transforms and loaders: Fashion-MNIST (IDX files and the built-in bundles)
-and ImageNet-layout folders."""
+and ImageNet-layout folders. Data configs, class names and label sets belong to the
+models (qmamba.models.data_config, qmamba.models.labels); the Fashion-MNIST ones are
+re-exported here."""
 from qmamba.data.builtin import BuiltinFashionMNIST, load_builtin
 from qmamba.data.fashion_mnist import (
     CLASS_NAMES,
@@ -11,7 +13,8 @@ from qmamba.data.fashion_mnist import (
 )
 from qmamba.data.imagefolder import build_eval_dataset
 from qmamba.data.loaders import calibration_indices, calibration_subset, make_loader
-from qmamba.data.transforms import eval_transform, fashion_mnist_data_config, resolve_data_config
+from qmamba.data.transforms import eval_transform, resolve_data_config
+from qmamba.models.data_config import fashion_mnist_data_config
 
 __all__ = [
     "CLASS_NAMES",

@@ -18,17 +18,15 @@ import torch
 from torch.utils.data import Dataset
 
 from qmamba.errors import DataError
+from qmamba.models.data_config import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from qmamba.models.labels import FASHION_MNIST_CLASSES
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 ENV_ROOT = "QMAMBA_FASHION_MNIST"
 
-CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
-# Per-pixel statistics of the 60,000 training images, pixels scaled to [0, 1].
-FASHION_MNIST_MEAN = (0.2860,)
-FASHION_MNIST_STD = (0.3530,)
+# class names in label order and the normalisation statistics: the models' (a model's
+# label set and data config belong to the model, qmamba.models.labels / data_config)
+CLASS_NAMES = FASHION_MNIST_CLASSES
 
 IMAGES_MAGIC = 0x00000803  # 2051: unsigned byte, 3 dims
 LABELS_MAGIC = 0x00000801  # 2049: unsigned byte, 1 dim

@@ -19,6 +19,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from qmamba.data.transforms import eval_transform, resolve_data_config
 from qmamba.errors import DataError
+from qmamba.models.data_config import imagenet_data_config
 
 _SPLIT_PURPOSE = {
     "train": "calibration images come from train/ (never from the evaluated images)",
@@ -168,8 +169,6 @@ def build_eval_dataset(root: str | os.PathLike, split: str = "val",
     cfg = None
     if transform is None:
         if data_config is None:
-            from qmamba.models.registry import imagenet_data_config
-
             data_config = imagenet_data_config()
         cfg = resolve_data_config(data_config)
         transform = eval_transform(cfg)

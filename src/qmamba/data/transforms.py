@@ -16,8 +16,9 @@ import torch
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from qmamba.data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from qmamba.errors import DataError
+from qmamba.errors import DataError, QMambaError
+from qmamba.models import contract
+from qmamba.models.data_config import fashion_mnist_data_config  # noqa: F401  (its old home)
 
 _INTERP = {
     "bicubic": InterpolationMode.BICUBIC,
@@ -30,32 +31,18 @@ _INTERP = {
 _REQUIRED = ("input_size", "mean", "std")
 
 
-def fashion_mnist_data_config(num_classes: int = 10) -> dict:
-    """Data config of the built-in 28x28 grayscale models: no resize, Fashion-MNIST stats."""
-    return {
-        "input_size": (1, 28, 28),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": FASHION_MNIST_MEAN,
-        "std": FASHION_MNIST_STD,
-        "num_classes": num_classes,
-    }
-
-
 def resolve_data_config(model_or_config) -> dict:
     """A data config from a dict, or from a model's `pretrained_cfg` / `default_cfg`."""
     if isinstance(model_or_config, Mapping):
         cfg = dict(model_or_config)
     else:
-        cfg = getattr(model_or_config, "pretrained_cfg", None) or getattr(
-            model_or_config, "default_cfg", None
-        )
-        if not isinstance(cfg, Mapping):
+        try:
+            cfg = contract.data_config(model_or_config)
+        except QMambaError:
             raise DataError(
                 f"{type(model_or_config).__name__} has no data config (pretrained_cfg); "
                 "pass one explicitly"
-            )
-        cfg = dict(cfg)
+            ) from None
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing:
         raise DataError(f"data config lacks {', '.join(missing)}: {cfg}")

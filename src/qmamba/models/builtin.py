@@ -7,7 +7,9 @@
 
 Both are registered like every other variant (`create_model("vim_fmnist")` builds a
 randomly initialised copy, keyword arguments override the sizes) and carry the
-Fashion-MNIST data config (input (1, 28, 28), crop_pct 1.0, Fashion-MNIST mean/std).
+Fashion-MNIST data config (input (1, 28, 28), crop_pct 1.0, Fashion-MNIST mean/std) and
+label set (the ten Fashion-MNIST classes in label order; generic classes if built with
+another num_classes).
 `load_builtin_model(name)` builds one and loads the weights shipped in
 `qmamba/assets/models/<name>.safetensors` (see the README.md there for the exact training
 command and the measured test accuracy).
@@ -21,8 +23,9 @@ from pathlib import Path
 import torch.nn as nn
 
 from qmamba.checkpoint import load_checkpoint
-from qmamba.data import fashion_mnist_data_config
 from qmamba.errors import CheckpointError, QMambaError
+from qmamba.models.data_config import fashion_mnist_data_config
+from qmamba.models.labels import FASHION_MNIST, label_set_for
 from qmamba.models.registry import create_model, register_model
 from qmamba.models.vim import VisionMamba
 from qmamba.models.vmamba import VSSM
@@ -32,6 +35,7 @@ __all__ = [
     "BUILTIN_CONFIGS",
     "builtin_weights_path",
     "load_builtin_model",
+    "with_fashion_mnist_config",
 ]
 
 BUILTIN_MODELS = ("vim_fmnist", "vmamba_fmnist")
@@ -49,9 +53,11 @@ BUILTIN_CONFIGS: dict[str, dict] = {
 }
 
 
-def _with_fmnist_config(model: nn.Module, num_classes: int) -> nn.Module:
-    cfg = fashion_mnist_data_config(num_classes)
-    model.default_cfg = model.pretrained_cfg = cfg
+def with_fashion_mnist_config(model: nn.Module) -> nn.Module:
+    """Give a model (trained on Fashion-MNIST) the Fashion-MNIST data config and label set
+    (generic classes unless its head has the ten outputs); returns the model."""
+    model.default_cfg = model.pretrained_cfg = fashion_mnist_data_config(model.num_classes)
+    model.label_set = label_set_for(FASHION_MNIST, model.num_classes)
     return model
 
 
@@ -60,14 +66,14 @@ def vim_fmnist(**kwargs) -> VisionMamba:
     """Vim for 28x28 grey images: patch 4 (49 tokens + class token), D 96, depth 4,
     expand 1 (E 96), N 4."""
     cfg = {**BUILTIN_CONFIGS["vim_fmnist"], **kwargs}
-    return _with_fmnist_config(VisionMamba(**cfg), cfg["num_classes"])
+    return with_fashion_mnist_config(VisionMamba(**cfg))
 
 
 @register_model("vmamba_fmnist")
 def vmamba_fmnist(**kwargs) -> VSSM:
     """VMamba v2 for 28x28 grey images: 2-conv stem to 7x7, dims (48, 96), depths (2, 2)."""
     cfg = {**BUILTIN_CONFIGS["vmamba_fmnist"], **kwargs}
-    return _with_fmnist_config(VSSM(**cfg), cfg["num_classes"])
+    return with_fashion_mnist_config(VSSM(**cfg))
 
 
 def builtin_weights_dir() -> Path:

@@ -1,4 +1,4 @@
-"""Model registry: short names, upstream aliases, default data configs, timm registration.
+"""Model registry: short names, upstream aliases, timm registration.
 
 Every variant is one registered factory function (timm style). `create_model` resolves
 aliases (the long upstream factory names) and passes keyword arguments through, so small
@@ -7,29 +7,24 @@ variants for tests and built-in models are built by the same code as the officia
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Callable
 
+import torch
 import torch.nn as nn
 
 from qmamba.errors import QMambaError
+from qmamba.models.contract import label_set
+from qmamba.models.data_config import (  # noqa: F401  (their old home; still imported from here)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    imagenet_data_config,
+)
+from qmamba.models.labels import LabelSet
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 _ALIASES: dict[str, str] = {}
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def imagenet_data_config(img_size: int = 224, in_chans: int = 3) -> dict:
-    """timm-style pretrained/data config of the official ImageNet models."""
-    return {
-        "input_size": (in_chans, img_size, img_size),
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-        "num_classes": 1000,
-    }
+_LABEL_SETS: dict[tuple[str, int], LabelSet] = {}
 
 
 def register_model(name: str, aliases: tuple[str, ...] = ()):
@@ -81,6 +76,22 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     # how to rebuild this exact architecture (saved with quantized models)
     model.qmamba_spec = {"name": canonical, "kwargs": dict(kwargs)}
     return model
+
+
+def default_label_set(name: str) -> LabelSet:
+    """The label set of registered model `name` built with its default arguments.
+
+    The model says it itself: it is built on the meta device (no memory, no weight init),
+    once per process.
+    """
+    canonical = resolve_name(name)
+    key = (canonical, id(_FACTORIES[canonical]))
+    if key not in _LABEL_SETS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.device("meta"):
+                _LABEL_SETS[key] = label_set(_FACTORIES[canonical]())
+    return _LABEL_SETS[key]
 
 
 def register_with_timm() -> None:

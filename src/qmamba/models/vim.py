@@ -20,8 +20,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from qmamba.errors import CheckpointError, QMambaError
+from qmamba.models.contract import (
+    AdaptsCheckpoints,
+    DeclaresRotationSites,
+    QuantBlock,
+    QuantizableModel,
+    RotationSites,
+    merge_rotation_sites,
+)
+from qmamba.models.data_config import imagenet_data_config
+from qmamba.models.labels import IMAGENET_1K, label_set_for
 from qmamba.models.layers import RMSNorm, at_least_float32
-from qmamba.models.registry import imagenet_data_config, register_model
+from qmamba.models.registry import register_model
 from qmamba.models.ssm import selective_ssm
 from qmamba.nn.layers import QuantConv1d, QuantConv2d, QuantLinear
 from qmamba.nn.ssm_points import SSMQuantPoints
@@ -125,7 +135,7 @@ class ScanBranch(nn.Module):
         )
 
 
-class BiMambaMixer(nn.Module):
+class BiMambaMixer(nn.Module, DeclaresRotationSites):
     """Upstream `Mamba` with `bimamba_type="v2"` and `if_divide_out=True` (eval math)."""
 
     def __init__(
@@ -168,7 +178,7 @@ class BiMambaMixer(nn.Module):
         self.forward_branch = ScanBranch(R, N)
         self.backward_branch = ScanBranch(R, N)
 
-    def rotation_sites(self) -> dict[str, list]:
+    def rotation_sites(self) -> RotationSites:
         """The Linear inputs the rotating recipes may transform (qmamba.quant.methods.outliers):
         `norm_input` reads the normed residual stream, `ssm_output` the scan output,
         `inner` reads u; `folded`: (producer, rows, consumer) where the consumer's input
@@ -195,7 +205,7 @@ class BiMambaMixer(nn.Module):
         return self.out_proj(y)  # (B, L, D)
 
 
-class VimBlock(nn.Module):
+class VimBlock(nn.Module, QuantBlock):
     """Add -> RMSNorm -> mixer, returning (mixer output, residual) like upstream's Block.
 
     The residual is kept in float32; the first block takes the embedded tokens as its
@@ -224,8 +234,15 @@ class VimBlock(nn.Module):
         return [(self.norm, self.mixer.in_proj)]
 
 
-class VisionMamba(nn.Module):
-    """Vim with a middle class token, absolute position embedding and the bi-mamba v2 mixer."""
+class VisionMamba(nn.Module, QuantizableModel, AdaptsCheckpoints):
+    """Vim with a middle class token, absolute position embedding and the bi-mamba v2 mixer.
+
+    Its outputs are the ImageNet-1k classes when num_classes is 1000, generic classes
+    otherwise (`label_set`, qmamba.models.labels); a factory that trains it on other data
+    sets its own data config and label set (qmamba.models.builtin).
+    """
+
+    family = "vim"
 
     def __init__(
         self,
@@ -246,10 +263,8 @@ class VisionMamba(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.embed_dim = self.num_features = embed_dim
-        self.default_cfg = self.pretrained_cfg = {
-            **imagenet_data_config(img_size, in_chans),
-            "num_classes": num_classes,
-        }
+        self.default_cfg = self.pretrained_cfg = imagenet_data_config(img_size, in_chans, num_classes)
+        self.label_set = label_set_for(IMAGENET_1K, num_classes)
 
         # Direct parameters first, then modules, in upstream's order of attributes.
         self.patch_embed = PatchEmbed(img_size, patch_size, stride, in_chans, embed_dim)
@@ -308,12 +323,14 @@ class VisionMamba(nn.Module):
         residual = residual + at_least_float32(self.drop_path(hidden))  # (B, L, D)
         return self.norm_f(residual.to(self.norm_f.weight.dtype))  # (B, L, D)
 
-    family = "vim"
-
     def quant_blocks(self) -> list[nn.Module]:
         """The blocks calibrated one after another: layer i maps (hidden, residual) of
         layer i-1 to its own (see qmamba.quant.engine)."""
         return list(self.layers)
+
+    def rotation_sites(self) -> RotationSites:
+        """The rotation sites of every layer's mixer, in layer order."""
+        return merge_rotation_sites(layer.mixer for layer in self.layers)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x[:, self.cls_index]  # (B, D)

@@ -20,8 +20,17 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from qmamba.models.contract import (
+    AdaptsCheckpoints,
+    DeclaresRotationSites,
+    QuantizableModel,
+    RotationSites,
+    merge_rotation_sites,
+)
+from qmamba.models.data_config import imagenet_data_config
+from qmamba.models.labels import IMAGENET_1K, label_set_for
 from qmamba.models.layers import LayerNorm2d
-from qmamba.models.registry import imagenet_data_config, register_model
+from qmamba.models.registry import register_model
 from qmamba.models.vmamba_blocks import (
     PatchMerging2D,
     Permute,
@@ -41,13 +50,16 @@ _VERSIONS = {
 }
 
 
-class VSSM(nn.Module):
+class VSSM(nn.Module, QuantizableModel, AdaptsCheckpoints):
     """VMamba classifier: stem -> 4 stages of VSS blocks (+ downsample) -> classifier.
 
     `version="v0"` builds the vanilla models, `version="v2"` the v05_noz ones; the other
     keyword arguments are the sizes (dims may be an int: stage i has dims * 2**i).
-    Input (B, in_chans, H, W), output (B, num_classes).
+    Input (B, in_chans, H, W), output (B, num_classes): the ImageNet-1k classes when
+    num_classes is 1000, generic classes otherwise (`label_set`).
     """
+
+    family = "vmamba"
 
     def __init__(
         self,
@@ -79,7 +91,8 @@ class VSSM(nn.Module):
             raise ValueError(f"dims {dims} and depths {depths} differ in length")
         self.dims = dims
         self.num_features = dims[-1]
-        self.default_cfg = self.pretrained_cfg = imagenet_data_config(img_size, in_chans)
+        self.default_cfg = self.pretrained_cfg = imagenet_data_config(img_size, in_chans, num_classes)
+        self.label_set = label_set_for(IMAGENET_1K, num_classes)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # drop path
 
         make_stem = patch_embed_v1 if stem == "v1" else patch_embed_v2
@@ -133,8 +146,6 @@ class VSSM(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    family = "vmamba"
-
     def quant_blocks(self) -> list[nn.Module]:
         """The modules calibrated one after another, in forward order: every VSS block
         and every downsample between stages; each maps the previous one's output to its
@@ -145,6 +156,16 @@ class VSSM(nn.Module):
             if not isinstance(layer.downsample, nn.Identity):
                 out.append(layer.downsample)
         return out
+
+    def rotation_sites(self) -> RotationSites:
+        """The rotation sites of every block's SS2D and MLP, in forward order."""
+        declarers: list[DeclaresRotationSites] = []
+        for layer in self.layers:
+            for block in layer.blocks:
+                declarers.append(block.op)
+                if block.mlp_branch:
+                    declarers.append(block.mlp)
+        return merge_rotation_sites(declarers)
 
     def no_weight_decay_keywords(self) -> set[str]:
         return {"A_logs", "Ds"}

@@ -23,6 +23,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
+from qmamba.models.contract import (
+    DeclaresRotationSites,
+    HasRawWeightPoints,
+    QuantBlock,
+    RotationSites,
+)
 from qmamba.models.layers import LayerNorm2d, at_least_float32
 from qmamba.models.ssm import selective_ssm
 from qmamba.nn.layers import QuantConv2d, QuantLinear
@@ -100,7 +106,7 @@ def _dt_bias_init(d_inner: int, dt_min=1e-3, dt_max=0.1, dt_floor=1e-4) -> torch
     return dt + torch.log(-torch.expm1(-dt))  # inverse softplus
 
 
-class SS2D(nn.Module):
+class SS2D(nn.Module, DeclaresRotationSites, HasRawWeightPoints):
     """2D selective scan ("SS2D") of VMamba, forward types `v0` and `v05_noz`.
 
     `forward_type="v0"` (channels-last, gated) or `"v05_noz"` (channel-first, no gate).
@@ -174,7 +180,7 @@ class SS2D(nn.Module):
         self.quant_dt_projs_weight = QuantPoint("weight", weight_channel_dims=(0, 1))
         self.quant_dt_r = QuantPoint("linear_input", channel_axis=2)  # dt_r: (B, K, R, L)
 
-    def rotation_sites(self) -> dict[str, list]:
+    def rotation_sites(self) -> RotationSites:
         """The Linear inputs the rotating recipes may transform (qmamba.quant.methods.outliers):
         in_proj reads the normed block input, out_proj the (normed) scan output."""
         return {"norm_input": [self.in_proj], "ssm_output": [self.out_proj]}
@@ -222,7 +228,7 @@ class SS2D(nn.Module):
 
 
 # ------------------------------------------------------------------------ block, MLP
-class Mlp(nn.Module):
+class Mlp(nn.Module, DeclaresRotationSites):
     """fc1 -> exact (erf) GELU -> fc2."""
 
     def __init__(self, dim: int, hidden: int, channel_first: bool):
@@ -232,7 +238,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = Linear(hidden, dim)
 
-    def rotation_sites(self) -> dict[str, list]:
+    def rotation_sites(self) -> RotationSites:
         """fc1 reads the normed block input; fc2 reads the GELU output (qmamba.quant.methods.outliers)."""
         return {"norm_input": [self.fc1], "inner": [self.fc2]}
 
@@ -240,7 +246,7 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class VSSBlock(nn.Module):
+class VSSBlock(nn.Module, QuantBlock):
     """x = x + drop_path(op(norm(x))); x = x + drop_path(mlp(norm2(x))) (if mlp_ratio > 0)."""
 
     def __init__(
@@ -278,7 +284,7 @@ class VSSBlock(nn.Module):
 
 
 # -------------------------------------------------------------- stems and downsampling
-class PatchMerging2D(nn.Module):
+class PatchMerging2D(nn.Module, QuantBlock):
     """v1 downsample, channels-last: 2x2 neighbours concatenated -> LayerNorm(4C) -> Linear."""
 
     def __init__(self, dim: int, out_dim: int):
@@ -297,17 +303,30 @@ class PatchMerging2D(nn.Module):
         return self.reduction(self.norm(x))  # (B, H/2, W/2, out_dim)
 
     def norm_linear_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """LayerNorm(4C) feeds the reduction directly."""
         return [(self.norm, self.reduction)]
 
 
-def downsample_v3(dim: int, out_dim: int) -> nn.Sequential:
+class DownsampleV3(nn.Sequential, QuantBlock):
+    """v3 downsample, channel-first: conv3x3 s2 p1 -> LayerNorm (keys `1.*`, `3.*`;
+    a Sequential with upstream's indices, the Identity slots kept for them)."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__(
+            nn.Identity(),
+            QuantConv2d(dim, out_dim, kernel_size=3, stride=2, padding=1),
+            nn.Identity(),
+            LayerNorm2d(out_dim),
+        )
+
+    def norm_linear_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """None: the norm comes after the conv."""
+        return []
+
+
+def downsample_v3(dim: int, out_dim: int) -> DownsampleV3:
     """v3 downsample, channel-first: conv3x3 s2 p1 -> LayerNorm (keys `1.*`, `3.*`)."""
-    return nn.Sequential(
-        nn.Identity(),
-        QuantConv2d(dim, out_dim, kernel_size=3, stride=2, padding=1),
-        nn.Identity(),
-        LayerNorm2d(out_dim),
-    )
+    return DownsampleV3(dim, out_dim)
 
 
 def patch_embed_v1(in_chans: int, dim: int, patch_size: int) -> nn.Sequential:

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
+from qmamba.models import contract
 from qmamba.nn.point import QuantPoint, iter_points
 from qmamba.ops.scan_quant_spec import apply_scan_quant
 
@@ -108,7 +109,7 @@ def scan_points_of_block(model: nn.Module, block_index: int):
     """The SSMQuantPoints modules of one calibration block, in forward order."""
     from qmamba.nn.ssm_points import SSMQuantPoints
 
-    blocks = list(model.quant_blocks())
+    blocks = contract.quant_blocks(model)
     if not 0 <= block_index < len(blocks):
         raise IndexError(f"layer {block_index} does not exist: the model has {len(blocks)} blocks")
     return [m for m in blocks[block_index].modules() if isinstance(m, SSMQuantPoints)]

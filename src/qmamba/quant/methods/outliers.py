@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from qmamba.models import contract
+from qmamba.models.contract import RotationSites
 from qmamba.nn.point import QuantPoint
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.engine.mechanism import Mechanism
@@ -82,15 +84,9 @@ def smoothing_factors(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: flo
     return s.clamp(min=SMOOTH_MIN)
 
 
-def rotation_sites(model: nn.Module) -> dict[str, list]:
-    """All modules' declared sites, merged by kind."""
-    sites: dict[str, list] = {"norm_input": [], "ssm_output": [], "inner": [], "folded": []}
-    for module in model.modules():
-        declare = getattr(module, "rotation_sites", None)
-        if callable(declare):
-            for kind, entries in declare().items():
-                sites[kind].extend(entries)
-    return sites
+def rotation_sites(model: nn.Module) -> RotationSites:
+    """The model's declared sites (qmamba.models.contract), every kind present."""
+    return contract.rotation_sites(model)
 
 
 def _rotate(layer: nn.Module, matrix: torch.Tensor, kind: str, smooth: torch.Tensor | None = None,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from qmamba.models import contract
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.engine.mechanism import Mechanism
 from qmamba.quant.observers.base import MSEObserver
@@ -39,15 +40,8 @@ CANDIDATES = 20
 
 
 def norm_linear_pairs(block: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
-    """The (norm, linear) pairs of `block` and of every module inside it that declares some."""
-    pairs = []
-    for module in block.modules():
-        fn = getattr(module, "norm_linear_pairs", None)
-        if fn is not None:
-            for pair in fn():
-                if all(pair is not p for p in pairs):
-                    pairs.append(pair)
-    return pairs
+    """The (norm, linear) pairs `block` declares (its submodules' included: QuantBlock)."""
+    return contract.norm_linear_pairs(block)
 
 
 def channel_observer(channel_axis: int) -> MSEObserver:
