@@ -27,6 +27,15 @@ from safetensors.torch import load_file
 
 from qmamba.errors import CheckpointError
 from qmamba.io_utils import atomic_write
+from qmamba.models.contract import (
+    is_quantized,
+    mark_quantized,
+    model_spec,
+    quant_config,
+    quant_info,
+    registered_name,
+    weight_point_param,
+)
 from qmamba.nn.point import iter_points
 from qmamba.nn.rotation import InputRotation
 from qmamba.quant.config import QuantConfig
@@ -70,10 +79,9 @@ def _weight_entry(point_name: str, quantizer: nn.Module, weight: torch.Tensor, t
 
 def save_quantized(qmodel: nn.Module, out_dir: str | os.PathLike) -> dict:
     """Write `model.safetensors` and `quant.json` into `out_dir`; returns size info."""
-    spec = getattr(qmodel, "qmamba_spec", None)
-    config = getattr(qmodel, "qmamba_config", None)
-    if spec is None or config is None:
+    if registered_name(qmodel) is None or not is_quantized(qmodel):
         raise CheckpointError("save_quantized needs a model built by qmamba.create_model and quantized by qmamba.quantize")
+    spec, config = model_spec(qmodel), quant_config(qmodel)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -108,7 +116,7 @@ def save_quantized(qmodel: nn.Module, out_dir: str | os.PathLike) -> dict:
         "config": config.to_dict(),
         "points": points,
         "rotations": rotations,
-        "info": _jsonable({k: v for k, v in (getattr(qmodel, "qmamba_info", {}) or {}).items()
+        "info": _jsonable({k: v for k, v in quant_info(qmodel).items()
                            if k not in VOLATILE_INFO}),
     }
     with atomic_write(out / WEIGHTS_FILE, "wb") as f:
@@ -146,7 +154,7 @@ def _weight_param_of(model: nn.Module, point_name: str, point) -> str:
     """The parameter a weight point quantizes: declared by its owner module."""
     owner_name, _, attr = point_name.rpartition(".")
     owner = model.get_submodule(owner_name) if owner_name else model
-    param_attr = getattr(owner, "weight_point_params", {}).get(attr, "weight")
+    param_attr = weight_point_param(owner, attr)
     return f"{owner_name}.{param_attr}" if owner_name else param_attr
 
 
@@ -218,8 +226,7 @@ def _rebuild(meta: dict, tensors: dict, meta_path: Path, weights_path: Path) -> 
     model.load_state_dict(state, strict=True)
     for name, quantizer in quantizers.items():
         points[name].quantizer = quantizer
-    model.qmamba_config = config
-    model.qmamba_info = meta.get("info", {})
+    mark_quantized(model, config, meta.get("info", {}))
     return model
 
 

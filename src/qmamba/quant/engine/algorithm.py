@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from qmamba.errors import DataError
+from qmamba.models.contract import mark_quantized, quant_info
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.engine.mechanism import Mechanism
 from qmamba.quant.engine.plan import plan_points
@@ -54,7 +55,8 @@ def quantize(
     qmodel = _working_copy(model, config, device)
     if config.is_float:
         return qmodel
-    config = qmodel.qmamba_config = _adapted(config, qmodel)
+    config = _adapted(config, qmodel)
+    mark_quantized(qmodel, config, quant_info(qmodel))
     torch.manual_seed(config.seed)
     images = collect_calibration_images(calib_loader, config.calib_size)
     mechanisms = [cls(config) for cls in MECHANISMS if cls.enabled(config)]
@@ -79,8 +81,7 @@ def _working_copy(model: nn.Module, config: QuantConfig, device) -> nn.Module:
     qmodel = copy.deepcopy(model).eval()
     if device is not None:
         qmodel.to(device)
-    qmodel.qmamba_config = config
-    qmodel.qmamba_info = {"points": {}, "calibration_seconds": 0.0}
+    mark_quantized(qmodel, config, {"points": {}, "calibration_seconds": 0.0})
     return qmodel
 
 

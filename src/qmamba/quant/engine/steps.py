@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from qmamba.errors import QMambaError
+from qmamba.models.contract import quant_blocks, quant_info
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.engine.blocks import (
     WithoutQuantizers,
@@ -55,7 +56,7 @@ class CalibrationRun:
 
     @property
     def info(self) -> dict:
-        return self.qmodel.qmamba_info
+        return quant_info(self.qmodel)
 
     def report(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -63,11 +64,10 @@ class CalibrationRun:
 
     def attach_blocks(self, plans: list[PointPlan]) -> None:
         """Find the calibration blocks and which block holds each planned point."""
-        quant_blocks = getattr(self.qmodel, "quant_blocks", None)
-        self.blocks = list(quant_blocks()) if quant_blocks is not None else []
+        self.blocks = quant_blocks(self.qmodel)  # QMambaError naming what the model lacks
         if not self.blocks:
-            raise QMambaError(f"{type(self.qmodel).__name__} does not expose quant_blocks(); "
-                              "cannot calibrate block-wise")
+            raise QMambaError(f"{type(self.qmodel).__name__}.quant_blocks() is empty: nothing to calibrate "
+                              "block-wise")
         assign_blocks(plans, self.blocks)
         self.directions = scan_directions(self.qmodel)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from qmamba.models.contract import model_family
 from qmamba.quant.recipes.registry import register_recipe
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ VMAMBA_ALPHA = 0.65
 def vmamba_alpha(cfg: QuantConfig, model: nn.Module) -> QuantConfig:
     """PTQ4VM smooths with alpha 0.5 on Vim and 0.65 on VMamba: the VMamba value, unless
     the user changed alpha from the Vim default."""
-    if getattr(model, "family", "vim") == "vmamba" and cfg.act.smoothing_alpha == VIM_ALPHA:
+    if model_family(model) == "vmamba" and cfg.act.smoothing_alpha == VIM_ALPHA:
         return cfg.replace(**{"act.smoothing_alpha": VMAMBA_ALPHA})
     return cfg
 
