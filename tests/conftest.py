@@ -25,16 +25,18 @@ def one_thread():
     torch.set_num_threads(saved)
 
 
-def _write_image_folder(root, per_class: int, classes: int = 10):
+def _write_image_folder(root, per_class: int, classes: int = 10, names=None):
     """An ImageNet-layout folder under `root`: train/ and val/, `classes` class folders
-    each, `per_class` seeded random 28x28 grey PNGs per class (0.png, 1.png, ...)."""
+    each (named `names`, default c0, c1, ...), `per_class` seeded random 28x28 grey PNGs
+    per class (0.png, 1.png, ...)."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
+    names = list(names) if names is not None else [f"c{c}" for c in range(classes)]
     for split in ("train", "val"):
-        for c in range(classes):
-            d = root / split / f"c{c}"
+        for name in names:
+            d = root / split / name
             d.mkdir(parents=True)
             for i in range(per_class):
                 Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), "L").save(d / f"{i}.png")
