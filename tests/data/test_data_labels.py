@@ -99,6 +99,8 @@ def test_sorted_mode():
     assert assign_labels(folders, None, num_classes=10).mode == "sorted"
     with pytest.raises(DataError, match="class names are not known"):
         assign_labels(folders[:3], None, num_classes=10)
+    with pytest.raises(DataError, match="labels='names' needs the model's class names"):
+        assign_labels(folders, None, labels="names", num_classes=10)
     with pytest.raises(ConfigError, match="labels='alphabetic'"):
         assign_labels(folders, CLASS_NAMES, labels="alphabetic")
     with pytest.raises(ConfigError, match="pass one of them"):

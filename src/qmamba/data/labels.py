@@ -244,6 +244,9 @@ def assign_labels(folders: Sequence[str], classes: ClassNames | Sequence[str] | 
         raise ConfigError("labels='sorted' and class_map both say how folders map to classes: "
                           "pass one of them")
     classes = as_class_names(classes)
+    if labels == "names" and classes is None:
+        raise DataError("labels='names' needs the model's class names (class_names=[...]); "
+                        "this model declares none: use a class map or labels='sorted'")
     folders = class_folders(folders)
     if num_classes is None and classes is not None:
         num_classes = len(classes)
@@ -292,9 +295,9 @@ def match_by_name(folders: Sequence[str], classes: ClassNames, where: str) -> di
 def unmatched_error(unknown: Sequence[str], total: int, classes: ClassNames,
                     where: str) -> DataError:
     def with_hint(name: str) -> str:
-        hint = classes.closest(name)
         if normalize_name(name) in classes.ambiguous:
             return f"{short(name)} (names several classes)"
+        hint = classes.closest(name)
         return f"{short(name)} (closest: {short(hint[0], 30)})" if hint else short(name)
 
     example = ", ".join(short(classes.label(i), 30) for i in range(min(2, len(classes))))
