@@ -47,3 +47,26 @@ def _write_image_folder(root, per_class: int, classes: int = 10, names=None):
 def write_image_folder():
     """The function that writes a small ImageNet-layout image folder (tests of data and CLI)."""
     return _write_image_folder
+
+
+def _write_class_folders(root, folders, per_class: int = 2, splits=("val",)):
+    """Class folders under `root`/<split>/ named by the keys of `folders`, each with
+    `per_class` 28x28 grey PNGs of one grey level that encodes the true class given as the
+    value (10 * class + 5; None: an empty folder). A test reads the class back from a pixel
+    and compares it with the label a dataset assigned."""
+    import numpy as np
+    from PIL import Image
+
+    for split in splits:
+        for name, cls in folders.items():
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(per_class if cls is not None else 0):
+                Image.fromarray(np.full((28, 28), 10 * cls + 5, np.uint8), "L").save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_class_folders():
+    """The function that writes class folders whose images encode their true class."""
+    return _write_class_folders

@@ -1,8 +1,9 @@
 """build_eval_dataset on folders named after the model's classes, in any order, subsets,
 empty class folders, class maps: every image gets the index of the class it holds.
 
-Each generated image is one grey level that encodes its true class (10 * class + 5), so a
-test reads the class back from the pixels and compares it with the dataset's label.
+Each generated image (conftest's write_class_folders) is one grey level that encodes its
+true class (10 * class + 5), so a test reads the class back from the pixels and compares
+it with the dataset's label.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import json
 import random
 import warnings
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -31,15 +31,9 @@ def pixel_class(img: Image.Image) -> int:
     return (img.getpixel((0, 0))[0] - 5) // 10
 
 
-def write_classes(root, folders: dict[str, int | None], per_class: int = 2,
-                  splits=("val",)) -> None:
-    """One folder per entry; `per_class` images of class `folders[name]` (None: empty)."""
-    for split in splits:
-        for name, cls in folders.items():
-            d = root / split / name
-            d.mkdir(parents=True)
-            for i in range(per_class if cls is not None else 0):
-                Image.fromarray(np.full((28, 28), 10 * cls + 5, np.uint8), "L").save(d / f"{i}.png")
+@pytest.fixture(scope="module")
+def write_classes(write_class_folders):
+    return write_class_folders
 
 
 def build(root, split="val", data_config=CFG, **kw):
@@ -54,7 +48,7 @@ def assert_labels_true(ds) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_word_named_any_order(tmp_path, seed):
+def test_word_named_any_order(tmp_path, seed, write_classes):
     """Folder names that sort in another order than the labels: matched by name."""
     names = WORDS[:]
     random.Random(seed).shuffle(names)
@@ -68,7 +62,7 @@ def test_word_named_any_order(tmp_path, seed):
         assert (a.mode, a.folders, a.matched, a.classes_with_images) == ("names", 10, 10, 10)
 
 
-def test_sorted_labels_are_wrong_for_word_names(tmp_path):
+def test_sorted_labels_are_wrong_for_word_names(tmp_path, write_classes):
     """Today's behaviour, kept behind labels='sorted': folder i = class i."""
     write_classes(tmp_path, {n: WORDS.index(n) for n in WORDS})
     ds = build(tmp_path, labels="sorted", class_names=CLASS_NAMES)
@@ -77,7 +71,7 @@ def test_sorted_labels_are_wrong_for_word_names(tmp_path):
     assert wrong == 12  # only dress, sandal, shirt and sneaker sort into their label position
 
 
-def test_model_class_names_used(tmp_path):
+def test_model_class_names_used(tmp_path, write_classes):
     """A model passed as the data config gives its class names."""
 
     class Model:
@@ -92,7 +86,7 @@ def test_model_class_names_used(tmp_path):
     assert build(tmp_path, data_config=cfg).label_assignment.mapping == {"bag": 8, "coat": 4}
 
 
-def test_subset_three_of_ten(tmp_path):
+def test_subset_three_of_ten(tmp_path, write_classes):
     write_classes(tmp_path, {"sneaker": 7, "Bag": 8, "t-shirt top": 0})
     ds = build(tmp_path, class_names=CLASS_NAMES)
     assert_labels_true(ds)
@@ -105,7 +99,7 @@ def test_subset_three_of_ten(tmp_path):
     json.dumps(record)
 
 
-def test_empty_class_folders(tmp_path):
+def test_empty_class_folders(tmp_path, write_classes):
     write_classes(tmp_path, {"coat": 4, "bag": None, "dress": 3, "shirt": None})
     ds = build(tmp_path, class_names=CLASS_NAMES)
     assert_labels_true(ds)
@@ -114,7 +108,7 @@ def test_empty_class_folders(tmp_path):
     assert "2 class folders without images" in a.describe()
 
 
-def test_imagenet_synsets_subset_and_empty(tmp_path):
+def test_imagenet_synsets_subset_and_empty(tmp_path, write_classes):
     """An ImageNet layout with all 1,000 class folders, 20 of them filled (no torchvision
     error naming the 980 empty ones); and a 3-synset folder."""
     wnids, _ = imagenet_classes()
@@ -133,7 +127,7 @@ def test_imagenet_synsets_subset_and_empty(tmp_path):
                     strict=True)) == {999: 1, 3: 2, 500: 3}
 
 
-def test_unknown_names(tmp_path):
+def test_unknown_names(tmp_path, write_classes):
     write_classes(tmp_path, {**{w: k for k, w in enumerate(WORDS[:7])},
                              "sneakers_and_more": 7, "misc": 8, "ankle_boat": 9})
     with pytest.raises(DataError) as e:
@@ -157,7 +151,7 @@ def test_no_name_matches_and_many_folders(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["json_index", "json_name", "csv_index", "csv_name"])
-def test_class_map(tmp_path, kind):
+def test_class_map(tmp_path, kind, write_classes):
     folders = {"first": 3, "second": 9, "coat": 4}  # 'coat' is not in the map: matched by name
     write_classes(tmp_path, folders)
     values = {"first": 3, "second": 9} if "index" in kind else {"first": "Dress",
@@ -175,7 +169,7 @@ def test_class_map(tmp_path, kind):
     assert str(path) in a.describe()
 
 
-def test_sorted_mode_counts(tmp_path):
+def test_sorted_mode_counts(tmp_path, write_classes):
     write_classes(tmp_path, {f"c{k}": k for k in range(10)})
     ds = build(tmp_path, class_names=CLASS_NAMES, labels="sorted")
     assert_labels_true(ds)
@@ -185,7 +179,7 @@ def test_sorted_mode_counts(tmp_path):
     assert "--class-map" in str(e.value)
 
 
-def test_skip_corrupt_counts_empty(tmp_path):
+def test_skip_corrupt_counts_empty(tmp_path, write_classes):
     write_classes(tmp_path, {"coat": 4, "bag": 8}, per_class=1)
     (tmp_path / "val" / "bag" / "0.png").write_bytes(b"not a png")
     with warnings.catch_warnings(record=True):
