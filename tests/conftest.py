@@ -25,16 +25,18 @@ def one_thread():
     torch.set_num_threads(saved)
 
 
-def _write_image_folder(root, per_class: int, classes: int = 10):
+def _write_image_folder(root, per_class: int, classes: int = 10, names=None):
     """An ImageNet-layout folder under `root`: train/ and val/, `classes` class folders
-    each, `per_class` seeded random 28x28 grey PNGs per class (0.png, 1.png, ...)."""
+    each (named `names`, default c0, c1, ...), `per_class` seeded random 28x28 grey PNGs
+    per class (0.png, 1.png, ...)."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
+    names = list(names) if names is not None else [f"c{c}" for c in range(classes)]
     for split in ("train", "val"):
-        for c in range(classes):
-            d = root / split / f"c{c}"
+        for name in names:
+            d = root / split / name
             d.mkdir(parents=True)
             for i in range(per_class):
                 Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), "L").save(d / f"{i}.png")
@@ -45,3 +47,26 @@ def _write_image_folder(root, per_class: int, classes: int = 10):
 def write_image_folder():
     """The function that writes a small ImageNet-layout image folder (tests of data and CLI)."""
     return _write_image_folder
+
+
+def _write_class_folders(root, folders, per_class: int = 2, splits=("val",)):
+    """Class folders under `root`/<split>/ named by the keys of `folders`, each with
+    `per_class` 28x28 grey PNGs of one grey level that encodes the true class given as the
+    value (10 * class + 5; None: an empty folder). A test reads the class back from a pixel
+    and compares it with the label a dataset assigned."""
+    import numpy as np
+    from PIL import Image
+
+    for split in splits:
+        for name, cls in folders.items():
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(per_class if cls is not None else 0):
+                Image.fromarray(np.full((28, 28), 10 * cls + 5, np.uint8), "L").save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_class_folders():
+    """The function that writes class folders whose images encode their true class."""
+    return _write_class_folders

@@ -116,14 +116,17 @@ def test_empty_and_flat_folders(tmp_path):
     (r / "val" / "n001").mkdir()
     (r / "val" / "n001" / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match="no images found"):
-        build_eval_dataset(r, "val", CFG)
+        build_eval_dataset(r, "val", CFG, class_names=["n001", "n002"])
 
 
 def test_num_classes_check(root):
-    with pytest.raises(DataError, match="2 class folders but the model predicts 1000"):
+    """Without class names, labels are sorted folder positions: the counts must agree."""
+    with pytest.raises(DataError, match="2 class folders but the model predicts 1,000") as e:
         build_eval_dataset(root, "val", imagenet_data_config())
-    assert len(build_eval_dataset(root, "val", imagenet_data_config(),
-                                  check_num_classes=False)) == 6
+    assert "class_names=" in str(e.value) and "class_map=" in str(e.value)
+    names = [f"n{i:03d}" for i in range(1000)]
+    ds = build_eval_dataset(root, "val", imagenet_data_config(), class_names=names)
+    assert len(ds) == 6 and sorted(set(ds.targets)) == [1, 2]
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated"])

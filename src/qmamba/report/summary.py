@@ -16,7 +16,8 @@ def human_bytes(n: int | float | None) -> str:
     return f"{n:.1f} GiB"
 
 
-def _sqnr_value(v) -> float | None:
+def sqnr_value(v) -> float | None:
+    """A report's sqnr_db value as a float (JSON writes infinities as "inf"); None if absent."""
     if v is None:
         return None
     if v == "inf":
@@ -30,7 +31,7 @@ def worst_points(points: Mapping[str, Mapping], k: int = 3) -> list[tuple[str, f
     """The k points with the lowest SQNR: (name, dB, role)."""
     scored = []
     for name, info in points.items():
-        v = _sqnr_value(info.get("sqnr_db"))
+        v = sqnr_value(info.get("sqnr_db"))
         if v is not None and not math.isinf(v):
             scored.append((name, v, str(info.get("role", ""))))
     return sorted(scored, key=lambda t: t[1])[:k]
