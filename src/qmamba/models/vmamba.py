@@ -50,6 +50,21 @@ _VERSIONS = {
 }
 
 
+def _stage(dim: int, next_dim: int | None, drop_paths: list[float], downsample: str,
+           block_args: dict) -> nn.Sequential:
+    """One stage: its VSS blocks, then the downsample to `next_dim` (identity after the
+    last stage). Built in this order, so the state-dict keys and the random init are
+    upstream's."""
+    blocks = nn.Sequential(*[VSSBlock(dim, drop_path=dp, **block_args) for dp in drop_paths])
+    if next_dim is None:
+        down = nn.Identity()
+    elif downsample == "v1":
+        down = PatchMerging2D(dim, next_dim)
+    else:
+        down = downsample_v3(dim, next_dim)
+    return nn.Sequential(OrderedDict(blocks=blocks, downsample=down))
+
+
 class VSSM(nn.Module, QuantizableModel, AdaptsCheckpoints):
     """VMamba classifier: stem -> 4 stages of VSS blocks (+ downsample) -> classifier.
 
@@ -98,31 +113,14 @@ class VSSM(nn.Module, QuantizableModel, AdaptsCheckpoints):
         make_stem = patch_embed_v1 if stem == "v1" else patch_embed_v2
         self.patch_embed = make_stem(in_chans, dims[0], patch_size)
 
+        block_args = dict(channel_first=channel_first, mlp_ratio=mlp_ratio, d_state=d_state,
+                          ssm_ratio=ssm_ratio, dt_rank=dt_rank, d_conv=ssm_conv, conv_bias=conv_bias,
+                          forward_type=forward_type)
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
-            blocks = nn.Sequential(*[
-                VSSBlock(
-                    dims[i],
-                    drop_path=dpr[start + j],
-                    channel_first=channel_first,
-                    mlp_ratio=mlp_ratio,
-                    d_state=d_state,
-                    ssm_ratio=ssm_ratio,
-                    dt_rank=dt_rank,
-                    d_conv=ssm_conv,
-                    conv_bias=conv_bias,
-                    forward_type=forward_type,
-                )
-                for j in range(depth)
-            ])
-            if i == len(depths) - 1:
-                down = nn.Identity()
-            elif downsample == "v1":
-                down = PatchMerging2D(dims[i], dims[i + 1])
-            else:
-                down = downsample_v3(dims[i], dims[i + 1])
-            self.layers.append(nn.Sequential(OrderedDict(blocks=blocks, downsample=down)))
+            next_dim = dims[i + 1] if i < len(depths) - 1 else None
+            self.layers.append(_stage(dims[i], next_dim, dpr[start:start + depth], downsample, block_args))
 
         self.classifier = nn.Sequential(OrderedDict(
             norm=LayerNorm2d(self.num_features) if channel_first else nn.LayerNorm(self.num_features),

@@ -150,7 +150,23 @@ class SS2D(nn.Module, DeclaresRotationSites, HasRawWeightPoints):
             self.out_norm = _norm(d_inner, self.channel_first)
         self.out_proj = Linear(d_inner, d_model, bias=False)
 
-        # raw per-direction parameters, exactly upstream's names, shapes and order
+        self._init_raw_parameters(K, R, N, d_inner)
+
+        # quantization points of the scan and of the raw parameters
+        # (the u point sees (B, E, H, W) before the cross scan: channel axis 1)
+        self.quant = SSMQuantPoints(has_z=self.has_z, directions=K)
+        if self.has_z:  # v0 gates after out_norm, on channels-last silu(z) (B, H, W, E)
+            self.quant.z.channel_axis = -1
+        # stacked (directions, out, in) weights: per-channel scales keep dims 0 and 1;
+        # `weight_point_params` names the parameter each weight point quantizes (serialize)
+        self.weight_point_params = {"quant_x_proj_weight": "x_proj_weight",
+                                    "quant_dt_projs_weight": "dt_projs_weight"}
+        self.quant_x_proj_weight = QuantPoint("weight", weight_channel_dims=(0, 1))
+        self.quant_dt_projs_weight = QuantPoint("weight", weight_channel_dims=(0, 1))
+        self.quant_dt_r = QuantPoint("linear_input", channel_axis=2)  # dt_r: (B, K, R, L)
+
+    def _init_raw_parameters(self, K: int, R: int, N: int, d_inner: int) -> None:
+        """The raw per-direction parameters, exactly upstream's names, shapes, order and init."""
         bound = d_inner**-0.5  # nn.Linear's default init of the x projections
         self.x_proj_weight = nn.Parameter(
             torch.empty(K, R + 2 * N, d_inner).uniform_(-bound, bound)
@@ -166,19 +182,6 @@ class SS2D(nn.Module, DeclaresRotationSites, HasRawWeightPoints):
         self.dt_projs_bias = nn.Parameter(
             torch.stack([_dt_bias_init(d_inner) for _ in range(K)])
         )  # (K, E)
-
-        # quantization points of the scan and of the raw parameters
-        # (the u point sees (B, E, H, W) before the cross scan: channel axis 1)
-        self.quant = SSMQuantPoints(has_z=self.has_z, directions=K)
-        if self.has_z:  # v0 gates after out_norm, on channels-last silu(z) (B, H, W, E)
-            self.quant.z.channel_axis = -1
-        # stacked (directions, out, in) weights: per-channel scales keep dims 0 and 1;
-        # `weight_point_params` names the parameter each weight point quantizes (serialize)
-        self.weight_point_params = {"quant_x_proj_weight": "x_proj_weight",
-                                    "quant_dt_projs_weight": "dt_projs_weight"}
-        self.quant_x_proj_weight = QuantPoint("weight", weight_channel_dims=(0, 1))
-        self.quant_dt_projs_weight = QuantPoint("weight", weight_channel_dims=(0, 1))
-        self.quant_dt_r = QuantPoint("linear_input", channel_axis=2)  # dt_r: (B, K, R, L)
 
     def rotation_sites(self) -> RotationSites:
         """The Linear inputs the rotating recipes may transform (qmamba.quant.methods.outliers):
