@@ -172,7 +172,7 @@ def two_ranks(tmp_path_factory):
     """Run `_worker` on two gloo ranks and, meanwhile (rank 1 idles while rank 0
     calibrates), the single-process `quantize` here; (rank 0 results, rank 1 results,
     output folder, single-process report)."""
-    from qmamba.pipeline import QuantizeJob, run_quantize
+    from qmamba.jobs import QuantizeJob, run_quantize
 
     for name in LAUNCH_VARS:
         assert name not in os.environ, f"{name} is set: run the tests without torchrun"

@@ -26,3 +26,14 @@ def test_is_out_of_memory():
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(ValueError("out of memory"))  # not an allocator error
     assert not is_out_of_memory(OutOfMemoryError("ours: already the final message"))
+
+
+def test_messages_mark_the_parameters_they_name():
+    err = ConfigError("`use_ema` needs `checkpoint`; see `qmamba eval --help` and `qmamba.jobs`")
+    assert err.params == ("use_ema", "checkpoint")  # `qmamba eval --help` is no parameter
+    flags = {"use_ema": "--use-ema", "checkpoint": "--checkpoint"}
+    assert err.message_for(flags) == "--use-ema needs --checkpoint; see `qmamba eval --help` and `qmamba.jobs`"
+    assert err.message_for({"use_ema": "--use-ema"}) == (
+        "--use-ema needs `checkpoint`; see `qmamba eval --help` and `qmamba.jobs`")
+    plain = DataError("no marks here")
+    assert plain.params == () and plain.message_for(flags) == "no marks here"

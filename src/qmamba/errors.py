@@ -1,11 +1,33 @@
 """User-facing errors: one clear message naming the problem and what to do.
 
 docs/errors.md lists the messages a user can meet and what each means.
+
+A message about the caller's parameters names them as the library calls them, each in
+backticks: "`use_ema` needs `checkpoint`". A front end that calls them otherwise shows its
+own names with `QMambaError.message_for`: the CLI passes one table per command from
+parameter to flag and prints "--use-ema needs --checkpoint" (`qmamba.cli.param_flags`).
 """
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+# A parameter mark: a Python identifier in backticks (`qmamba quantize` is no mark).
+_PARAM_MARK = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
 
 
 class QMambaError(Exception):
     """An error the user can act on; the CLI prints its message without a traceback."""
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The parameters the message names (its marks), in order of first mention."""
+        return tuple(dict.fromkeys(_PARAM_MARK.findall(str(self))))
+
+    def message_for(self, names: Mapping[str, str]) -> str:
+        """The message with each marked parameter found in `names` written as `names`
+        calls it (the CLI: its flag); marks not in `names` stay as they are."""
+        return _PARAM_MARK.sub(lambda m: names.get(m.group(1), m.group(0)), str(self))
 
 
 class CheckpointError(QMambaError):

@@ -100,14 +100,18 @@ EXAMPLES = int(os.environ.get("QMAMBA_FUZZ_EXAMPLES", "40"))
 @given(line=command_lines())
 def test_random_command_lines(line, tmp_path):
     import qmamba.data
-    import qmamba.pipeline
+    import qmamba.jobs.demo
+    import qmamba.jobs.evaluate
+    import qmamba.jobs.models
+    import qmamba.jobs.quantize
 
     command, words = line
     argv = ([command] if command else []) + words
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)
-        mp.setattr(qmamba.pipeline, "load_model", _would_run)
+        for job in (qmamba.jobs.models, qmamba.jobs.quantize, qmamba.jobs.evaluate, qmamba.jobs.demo):
+            mp.setattr(job, "load_model", _would_run)
         mp.setattr(qmamba.data, "FashionMNIST", _would_run)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             rc = main(argv)

@@ -5,21 +5,21 @@ import json
 
 import pytest
 
-import qmamba.pipeline as pipeline
+import qmamba.jobs.demo as demo_job
 
 
 @pytest.fixture
 def tiny_builtin(monkeypatch, tiny_name, tiny_checkpoint):
     """Make the tiny model play the part of a built-in model (shipped weights)."""
-    real_load = pipeline.load_model
+    real_load = demo_job.load_model
 
     def load(name, checkpoint=None, *args, **kwargs):
         if name == tiny_name and checkpoint is None:
             return real_load(name, tiny_checkpoint)
         return real_load(name, checkpoint, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "builtin_model_names", lambda: (tiny_name,))
-    monkeypatch.setattr(pipeline, "load_model", load)
+    monkeypatch.setattr(demo_job, "builtin_model_names", lambda: (tiny_name,))
+    monkeypatch.setattr(demo_job, "load_model", load)
     return tiny_name
 
 
@@ -50,12 +50,3 @@ def test_demo_rejects_non_builtin_model(tiny_builtin, run_cli, tmp_path):
     rc, _, err = run_cli("demo", "--out", tmp_path / "d", "--models", "vim_tiny", "--no-progress")
     assert rc == 2 and "built-in" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "d").exists()
-
-
-def test_literature_baselines_run_at_their_own_settings_unless_settings_are_given():
-    from qmamba.pipeline import DemoJob
-
-    job = DemoJob()
-    assert job.runs_setting("quamba", "W4A4") and not job.runs_setting("quamba", "W6A6")
-    assert job.runs_setting("qmamba", "W6A6")
-    assert DemoJob(recipe_settings=False).runs_setting("quamba", "W6A6")

@@ -6,9 +6,9 @@ import os
 import signal
 
 import pytest
-import torch
 
-import qmamba.pipeline as pipeline
+import qmamba.jobs.evaluation as evaluation_step
+import qmamba.jobs.quantize as quantize_job
 from qmamba.errors import CheckpointError
 from qmamba.quant.serialize import META_FILE, WEIGHTS_FILE, load_quantized
 
@@ -120,7 +120,7 @@ def test_damaged_quantized_model_is_a_clear_error(skipped_run, tmp_path):
 
 
 def _fail_in_quantized_evaluation(monkeypatch, action):
-    real = pipeline.evaluate
+    real = evaluation_step.evaluate
     calls = []
 
     def evaluate(model, loader, *args, **kwargs):
@@ -129,7 +129,7 @@ def _fail_in_quantized_evaluation(monkeypatch, action):
             action()
         return real(model, loader, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "evaluate", evaluate)
+    monkeypatch.setattr(evaluation_step, "evaluate", evaluate)
 
 
 def test_sigterm_unwinds_like_ctrl_c(monkeypatch, run_cli, tiny_name, tiny_checkpoint, tmp_path):
@@ -158,39 +158,14 @@ def test_unexpected_error_says_where_it_stopped(monkeypatch, run_cli, tiny_name,
 
 def test_interrupt_during_the_commit_reports_the_outputs(monkeypatch, run_cli, tiny_name, tiny_checkpoint,
                                                          tmp_path):
-    class InterruptedAfterCommit(pipeline.OutputSet):
+    class InterruptedAfterCommit(quantize_job.OutputSet):
         def commit(self):
             super().commit()
             raise KeyboardInterrupt  # as a deferred Ctrl-C is delivered
 
-    monkeypatch.setattr(pipeline, "OutputSet", InterruptedAfterCommit)
+    monkeypatch.setattr(quantize_job, "OutputSet", InterruptedAfterCommit)
     out = tmp_path / "o"
     rc, _, err = run_cli(*_quantize_args(tiny_name, tiny_checkpoint, "--out", out))
     assert rc == 130 and err.startswith("interrupted: ")
     assert f"these outputs were complete before it stopped: {out / 'model'}, {out / 'report.json'}" in err
     assert sorted(p.name for p in out.iterdir()) == ["model", "report.json"]
-
-
-def test_calibration_out_of_memory_retries_with_smaller_batches(monkeypatch, tiny_name, tiny_checkpoint,
-                                                                tmp_path, capsys):
-    import qmamba.quant.engine.algorithm as engine
-
-    real = engine.quantize
-    sizes = []
-
-    def quantize(model, config, batches, **kwargs):
-        sizes.append(max(int(x.shape[0]) for x in batches))
-        if sizes[-1] > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
-        return real(model, config, batches, **kwargs)
-
-    monkeypatch.setattr(engine, "quantize", quantize)
-    job = pipeline.QuantizeJob(model=tiny_name, checkpoint=tiny_checkpoint, method="minmax", w_bits=8, a_bits=8,
-                               calib_size=8, eval_limit=8, batch_size=8, device="cpu", sqnr_images=0)
-    result = pipeline.run_quantize(job)
-    assert sizes == [8, 4, 2] and result.report["calibration"]["batch_size"] == 2
-    assert "retrying with 4" in capsys.readouterr().err
-    monkeypatch.setattr(engine, "quantize", lambda *a, **k: (_ for _ in ()).throw(
-        torch.OutOfMemoryError("CUDA out of memory")))
-    with pytest.raises(pipeline.QMambaError, match="even with one image per batch"):
-        pipeline.run_quantize(job)

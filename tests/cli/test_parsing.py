@@ -4,8 +4,6 @@ from __future__ import annotations
 import pytest
 
 from qmamba.cli import main as cli_main
-from qmamba.errors import ConfigError
-from qmamba.pipeline import parse_bits, parse_setting
 
 
 def _one_error_line(err: str) -> str:
@@ -62,15 +60,6 @@ def test_console_script_declared():
     from qmamba.cli.main import main
 
     assert callable(main)
-
-
-def test_parse_bits_and_settings():
-    assert parse_bits("4") == 4 and parse_bits(" 8 ") == 8
-    assert parse_bits("4.5") == 4.5 and parse_bits("four") == "four" and parse_bits(None) is None
-    assert parse_setting("W4A8") == (4, 8) and parse_setting("w6a6") == (6, 6)
-    for bad in ("W4", "4/8", "W1A8", "W4A17"):
-        with pytest.raises(ConfigError):
-            parse_setting(bad)
 
 
 @pytest.mark.parametrize("bits, expect", [
@@ -145,10 +134,10 @@ def test_list_models(run_cli):
 
 
 def test_list_models_marks_builtin(run_cli, monkeypatch, tmp_path):
-    import qmamba.pipeline as pipeline
+    import qmamba.jobs.models as models_job
+    import qmamba.models.builtin as builtin
 
-    builtin = pytest.importorskip("qmamba.models.builtin")
-    monkeypatch.setattr(pipeline, "builtin_model_names", lambda: ("vim_tiny",))
+    monkeypatch.setattr(models_job, "builtin_model_names", lambda: ("vim_tiny",))
     monkeypatch.setattr(builtin, "builtin_weights_path", lambda name: tmp_path / "missing.safetensors")
     rc, out, _ = run_cli("list-models")
     assert rc == 0
@@ -176,12 +165,3 @@ def test_broken_optional_command_is_reported(monkeypatch, run_cli, tmp_path):
     assert rc == 0 and "vim_tiny" in out
     rc, _, err = run_cli("broken-for-test")
     assert rc == 2 and "a_module_that_is_not_installed" in _one_error_line(err)
-
-
-def test_analyze_unavailable(monkeypatch, run_cli):
-    from qmamba.quant import diagnostics
-
-    monkeypatch.delattr(diagnostics, "plot_distributions", raising=False)
-    rc, _, err = run_cli("analyze", "--model", "vim_tiny", "--no-progress")
-    line = _one_error_line(err)
-    assert rc == 2 and "analyze is unavailable" in line and "plot_distributions" in line

@@ -1,5 +1,5 @@
 """Unreadable images: named in the error (also from loader workers), or skipped and
-counted (`readable_indices`, and the pipeline's calibration / evaluation subsets)."""
+counted (`readable_indices`; the jobs' calibration / evaluation splits: tests/jobs)."""
 from __future__ import annotations
 
 import warnings
@@ -12,7 +12,6 @@ from qmamba.data.imagefolder import readable_indices
 from qmamba.data.loaders import _unwrap_worker_error
 from qmamba.data.transforms import fashion_mnist_data_config
 from qmamba.errors import DataError
-from qmamba.pipeline import calibration_data, evaluation_data
 
 CFG = fashion_mnist_data_config()  # 1x28x28, 10 classes
 
@@ -43,31 +42,6 @@ def test_readable_indices_keeps_order_and_stops_at_need(folder):
         warnings.simplefilter("ignore")
         first5, _ = readable_indices(ds, order, need=5)
     assert first5 == good[:5]
-
-
-def test_calibration_skips_and_replaces(folder):
-    root, bad = folder
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        split = calibration_data(_Model(), "m", root, 28, seed=0, skip_corrupt=True)
-    assert split.num_images == 28 and sorted(split.skipped) == sorted(map(str, bad[:2]))
-    assert split.describe()["skipped_unreadable"]["count"] == 2
-    assert all(torch.isfinite(split.dataset[i][0]).all() for i in range(28))
-    with pytest.raises(DataError, match="only 28 readable images"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            calibration_data(_Model(), "m", root, 29, seed=0, skip_corrupt=True)
-
-
-def test_evaluation_skips_and_counts(folder):
-    root, bad = folder
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        split = evaluation_data(_Model(), "m", root, skip_corrupt=True)
-    assert split.num_images == 29 and split.skipped == [str(bad[2])]
-    without = evaluation_data(_Model(), "m", root)
-    assert without.num_images == 30 and without.skipped is None
-    assert "skipped_unreadable" not in without.describe()
 
 
 def test_worker_error_reaches_the_caller_unwrapped(folder):

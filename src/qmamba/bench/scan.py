@@ -123,12 +123,12 @@ def parse_backends(text: str | None, device: torch.device) -> list[str]:
 def bench_device(name: str) -> torch.device:
     """--device: cpu or cuda[:N], with the CLI's message when CUDA is missing."""
     from qmamba.errors import QMambaError
-    from qmamba.pipeline import resolve_device
+    from qmamba.jobs.devices import resolve_device
 
     try:
         return resolve_device(name)
     except QMambaError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {e.message_for({'device': '--device'})}") from None
 
 
 def write_report(report: dict, path: str | None) -> None:

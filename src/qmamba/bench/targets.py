@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = json.loads(Path(args.demo_results).read_text())["rows"]
         source = args.demo_results
     else:
-        from qmamba.pipeline import DemoJob, run_demo
+        from qmamba.jobs import DemoJob, run_demo
 
         with tempfile.TemporaryDirectory() as tmp:
-            rows = run_demo(DemoJob(recipes=needed_recipes(), settings=NEEDED_SETTINGS), tmp)["rows"]
+            rows = run_demo(DemoJob(recipes=needed_recipes(), settings=NEEDED_SETTINGS), tmp).report["rows"]
         source = "reduced demo (defaults of `qmamba demo`, recipes " + " ".join(needed_recipes()) + ", W8A8 W4A4)"
     result = {"accuracy_source": source, "accuracy": accuracy_checks(rows), "grids": []}
     images = _calibration_images(args.grid_images)

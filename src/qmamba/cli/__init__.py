@@ -1,14 +1,34 @@
 """The `qmamba` command line: `qmamba.cli.main:main` (also `python -m qmamba`).
 
 Each subcommand lives in its own module `cmd_<name>.py` exposing `register(subparsers)`,
-which adds its parser and sets `func=run` (run(args) -> exit code); the work itself is
-in `qmamba.pipeline`, so everything the CLI does is available as a library call. The
-options several subcommands share are defined here.
+which adds its parser and sets `func=run` (run(args) -> exit code) and `param_flags`; the
+work itself is a job of `qmamba.jobs` (quantize, eval, demo), so everything the CLI does
+is available as a library call. The options several subcommands share are defined here.
+
+The library's errors name its parameters (`use_ema`, see `qmamba.errors`); each command
+carries one table from parameter to flag (`param_flags`), and `qmamba.cli.main` prints
+the message with the flags ("--use-ema needs --checkpoint").
 """
 from __future__ import annotations
 
 import argparse
 import shlex
+
+# Library parameters that the commands take under another option name: parameter -> dest.
+SAME_PARAMS = {"data_dir": "data", "out_dir": "out"}
+
+
+def param_flags(p: argparse.ArgumentParser, **renamed: str) -> dict[str, str]:
+    """The table of command `p` from the library's parameter names to its flags: every
+    option by its dest (`use_ema` -> `--use-ema`, `overrides` -> `--set`), and the
+    parameters of SAME_PARAMS or `renamed` (parameter="dest") by the option they stand
+    for. Call it after the last add_argument."""
+    flags = {a.dest: max(a.option_strings, key=len)  # the long form
+             for a in p._actions if a.option_strings}  # argparse lists its options nowhere public
+    for param, dest in {**SAME_PARAMS, **renamed}.items():
+        if dest in flags:
+            flags[param] = flags[dest]
+    return flags
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:

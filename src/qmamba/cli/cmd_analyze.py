@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qmamba.cli import add_model_args, add_run_args, command_line
+from qmamba.cli import add_model_args, add_run_args, command_line, param_flags
 from qmamba.errors import ConfigError, QMambaError
 from qmamba.io_utils import OutputSet
+from qmamba.quant import diagnostics
 
 ANALYZE_IMAGES = 32  # training images traced through the scan
 
@@ -34,38 +35,48 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/analyze-<model>-layer<I>)")
     add_run_args(p, batch_size=32)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, param_flags=param_flags(p, calib_size="images"))
 
 
-def _plotter():
-    try:
-        from qmamba.quant import diagnostics
-    except ImportError as e:
-        raise QMambaError(f"analyze is unavailable: qmamba.quant.diagnostics cannot be imported ({e})") from None
-    fn = getattr(diagnostics, "plot_distributions", None)
-    if fn is None:
-        raise QMambaError(
-            "analyze is unavailable in this installation: qmamba.quant.diagnostics has no "
-            "plot_distributions (per-point SQNR is in the report.json of `qmamba quantize`)"
-        )
-    return diagnostics, fn
+def _load_models(args: argparse.Namespace):
+    """(the float model as loaded, [(tag, model)]: the float one, and the --quantized one)."""
+    from qmamba.jobs.models import load_model
+    from qmamba.quant.serialize import load_quantized
+
+    with args.progress.stage(f"loading {args.model}"):
+        lm = load_model(args.model, args.checkpoint, args.use_ema, args.allow_unsafe_pickle)
+        models = [("fp", lm.model)]
+        if args.quantized:
+            qmodel = load_quantized(args.quantized)
+            if qmodel.qmamba_spec["name"] != lm.name:
+                raise ConfigError(f"{args.quantized} holds a quantized {qmodel.qmamba_spec['name']}, not {lm.name}")
+            models.append((qmodel.qmamba_config.setting, qmodel))
+    return lm, models
 
 
-def _num_scans(diagnostics, model, layer: int) -> int:
-    counter = getattr(diagnostics, "scan_points_of_block", None)
-    if counter is None:
-        return 1
-    return len(counter(model, layer))
+def _directions(args: argparse.Namespace, lm) -> list[int]:
+    """The scans of --layer to trace (all, or --direction), checked against the model."""
+    blocks = list(lm.model.quant_blocks()) if hasattr(lm.model, "quant_blocks") else []
+    if not 0 <= args.layer < len(blocks):
+        raise ConfigError(f"--layer {args.layer} is out of range: {lm.name} has blocks 0..{len(blocks) - 1}")
+    scans = len(diagnostics.scan_points_of_block(lm.model, args.layer))
+    if scans == 0:
+        raise ConfigError(f"layer {args.layer} of {lm.name} has no selective scan")
+    if args.direction is None:
+        return list(range(scans))
+    if not 0 <= args.direction < scans:
+        raise ConfigError(f"--direction {args.direction} is out of range: layer {args.layer} has scans 0..{scans - 1}")
+    return [args.direction]
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from qmamba.pipeline import calibration_data, load_model, materialize, resolve_device
+    from qmamba.jobs.data import calibration_data, materialize
+    from qmamba.jobs.devices import resolve_device
     from qmamba.quant.config import check_seed
     from qmamba.report.writers import dumps
 
-    diagnostics, plot = _plotter()  # fail before loading anything
     if args.images < 1:
         raise ConfigError(f"--images must be at least 1, got {args.images}")
     check_seed(args.seed, "--seed")
@@ -73,27 +84,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"analyze-{args.model}-layer{args.layer}"
     if out.exists() and not out.is_dir():
         raise QMambaError(f"output path {str(out)!r} exists and is not a folder")
-    with args.progress.stage(f"loading {args.model}"):
-        lm = load_model(args.model, args.checkpoint, args.use_ema, args.allow_unsafe_pickle)
-        models = [("fp", lm.model)]
-        if args.quantized:
-            from qmamba.quant.serialize import load_quantized
-
-            qmodel = load_quantized(args.quantized)
-            if qmodel.qmamba_spec["name"] != lm.name:
-                raise ConfigError(f"{args.quantized} holds a quantized {qmodel.qmamba_spec['name']}, not {lm.name}")
-            models.append((qmodel.qmamba_config.setting, qmodel))
-    blocks = list(lm.model.quant_blocks()) if hasattr(lm.model, "quant_blocks") else []
-    if not 0 <= args.layer < len(blocks):
-        raise ConfigError(f"--layer {args.layer} is out of range: {lm.name} has blocks 0..{len(blocks) - 1}")
-    scans = _num_scans(diagnostics, lm.model, args.layer)
-    if scans == 0:
-        raise ConfigError(f"layer {args.layer} of {lm.name} has no selective scan")
-    directions = list(range(scans))
-    if args.direction is not None:
-        if not 0 <= args.direction < scans:
-            raise ConfigError(f"--direction {args.direction} is out of range: layer {args.layer} has scans 0..{scans - 1}")
-        directions = [args.direction]
+    lm, models = _load_models(args)
+    directions = _directions(args, lm)
     with args.progress.stage("reading the images"):
         calib = calibration_data(lm.model, lm.name, args.data, args.images, args.seed)
         images = torch.cat([x for x, _ in materialize(calib, args.batch_size)])
@@ -110,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
                 for d in directions:
                     name = f"layer{args.layer}_scan{d}_{tag}.png"
                     with torch.no_grad():
-                        stats = plot(model, images, block_index=args.layer, out_png=outputs.file(out / name),
-                                     direction=d, title=f"{lm.name} {tag}: layer {args.layer}, scan {d}")
+                        stats = diagnostics.plot_distributions(
+                            model, images, block_index=args.layer, out_png=outputs.file(out / name),
+                            direction=d, title=f"{lm.name} {tag}: layer {args.layer}, scan {d}")
                     stats = dict(stats or {})
                     stats.update(png=str(out / name), model=tag, direction=d)
                     summary["plots"].append(stats)

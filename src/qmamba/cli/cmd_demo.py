@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qmamba.cli import command_line
-from qmamba.pipeline import (
+from qmamba.cli import command_line, param_flags
+from qmamba.jobs.demo import (
     DEMO_CALIB_SIZE,
     DEMO_EVAL_LIMIT,
+    DEMO_FILES,
     DEMO_SEARCH_SAMPLES,
     DEMO_SETTINGS,
     DEMO_THREADS,
@@ -50,11 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=DEMO_THREADS, metavar="N",
                    help=f"CPU threads for PyTorch (default {DEMO_THREADS}: predictable on shared machines)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, param_flags=param_flags(p))
 
 
 def run(args: argparse.Namespace) -> int:
-    from qmamba.pipeline import DemoJob, run_demo
+    from qmamba.jobs import DemoJob, run_demo
     from qmamba.report.tables import demo_markdown
 
     if args.eval_limit is not None and args.eval_limit < 0:
@@ -67,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
                   eval_limit=args.eval_limit or None, calib_size=args.calib_size, seed=args.seed,
                   batch_size=args.batch_size, device=args.device,
                   search_samples=args.search_samples)
-    results = run_demo(job, args.out, args.progress, command_line(args))
+    results = run_demo(job, args.out, args.progress, command_line(args)).report
     print(demo_markdown(results))
     out = Path(args.out)
-    for name in ("results.json", "results.md", "accuracy_vs_bits.png"):
+    for name in DEMO_FILES:
         print(f"written: {out / name}")
     print(f"demo time: {results['seconds']:.0f} s")
     return 0

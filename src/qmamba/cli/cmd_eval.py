@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from qmamba.cli import add_data_args, add_run_args, command_line
+from qmamba.cli import add_data_args, add_run_args, command_line, param_flags
 
 
 def register(subparsers) -> None:
@@ -23,24 +23,24 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the --eval-limit subset of a folder")
     p.add_argument("--out", metavar="FILE", help="also write the result as JSON")
     add_run_args(p)
-    p.set_defaults(func=run, distributed=True)  # torchrun: see qmamba.dist
+    p.set_defaults(func=run, distributed=True, param_flags=param_flags(p))  # torchrun: see qmamba.dist
 
 
 def run(args: argparse.Namespace) -> int:
     from qmamba import dist
-    from qmamba.pipeline import run_eval
+    from qmamba.jobs import EvalJob, run_eval
     from qmamba.report.summary import eval_summary
 
-    report = run_eval(
-        args.model, checkpoint=args.checkpoint, quantized=args.quantized, use_ema=args.use_ema,
+    job = EvalJob(
+        model=args.model, checkpoint=args.checkpoint, quantized=args.quantized, use_ema=args.use_ema,
         allow_unsafe_pickle=args.allow_unsafe_pickle, data=args.data, batch_size=args.batch_size,
         device=args.device, eval_limit=args.eval_limit, workers=args.workers, seed=args.seed,
-        out=args.out, progress=args.progress, command=command_line(args),
         skip_corrupt_images=args.skip_corrupt_images,
     )
+    result = run_eval(job, args.out, args.progress, command_line(args))
     if not dist.is_main():  # torchrun: rank 0 reports
         return 0
-    print(eval_summary(report))
+    print(eval_summary(result.report))
     if args.out:
         print(f"written: {args.out}")
     return 0

@@ -15,8 +15,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qmamba.jobs.models import builtin_model_names
     from qmamba.models.registry import default_label_set, list_models, resolve_name
-    from qmamba.pipeline import builtin_model_names
 
     builtin = set(builtin_model_names())
     names = list_models()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qmamba.cli import add_data_args, add_model_args, add_run_args, command_line
+from qmamba.cli import add_data_args, add_model_args, add_run_args, command_line, param_flags
 from qmamba.quant.recipes import list_recipes
 
 
@@ -29,12 +29,12 @@ def register(subparsers) -> None:
                         "--set tune.jlss=true (PTQ4VM's block-wise tuning), --set ssm.h_groups=4, "
                         "--set 'role_bits={\"ssm.h\": 8}'; report.json records the result")
     add_run_args(p)
-    p.set_defaults(func=run, distributed=True)  # torchrun: see qmamba.dist
+    p.set_defaults(func=run, distributed=True, param_flags=param_flags(p))  # torchrun: see qmamba.dist
 
 
 def run(args: argparse.Namespace) -> int:
     from qmamba import dist
-    from qmamba.pipeline import QuantizeJob, run_quantize
+    from qmamba.jobs import QuantizeJob, run_quantize
     from qmamba.report.summary import quantize_summary
 
     job = QuantizeJob(

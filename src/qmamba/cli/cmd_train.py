@@ -72,12 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the `train` subcommand to the main CLI's subparsers."""
+    from qmamba.cli import param_flags
+
     parser = subparsers.add_parser(
         "train", help="train a model on Fashion-MNIST and save a checkpoint",
         description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, param_flags=param_flags(parser))
     return parser
 
 
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from qmamba.quant.config import check_seed
 
     check_seed(args.seed, "--seed")
-    from qmamba.pipeline import resolve_device
+    from qmamba.jobs.devices import resolve_device
 
     args.device = resolve_device(getattr(args, "device", "cpu"))  # no CUDA: a ConfigError now
     saved_threads = torch.get_num_threads()

@@ -1,7 +1,8 @@
 """`qmamba` entry point: argparse with one module per subcommand.
 
 Exit codes: 0 success; 2 a user error (QMambaError or a bad command line), printed as one
-line `error: <message>` without a traceback; 130 interrupted (Ctrl-C) and 143 terminated
+line `error: <message>` without a traceback, the library's parameter names written as the
+command's flags (`args.param_flags`, see `qmamba.cli.param_flags`); 130 interrupted (Ctrl-C) and 143 terminated
 (SIGTERM, e.g. a scheduler's time limit), printed as `interrupted: <where it stopped>`;
 1 an unexpected error (a bug): its traceback, then `failed: <where it stopped>`.
 Outputs are written only at the end of a command, under temporary names renamed into
@@ -153,7 +154,7 @@ def _distributed(args: argparse.Namespace):
     if not getattr(args, "distributed", False):
         raise UsageError(f"`qmamba {args.command}` runs as one process: start it without torchrun "
                          "(torchrun is supported by quantize and eval)")
-    from qmamba.pipeline import resolve_device
+    from qmamba.jobs.devices import resolve_device
 
     return dist.session(resolve_device(getattr(args, "device", None)))
 
@@ -174,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     progress = Progress(enabled=False)
+    flags: dict[str, str] = {}  # the command's parameter -> flag table, once it is known
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
@@ -191,10 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress = Progress(enabled=not getattr(args, "no_progress", False) and dist.is_main())
             args.progress = progress
             args.argv = argv
+            flags = getattr(args, "param_flags", {})
             with _sigterm_unwinds(), _torch_threads(getattr(args, "threads", None)), _distributed(args):
                 return int(args.func(args) or 0)
         except QMambaError as e:
-            print(f"{_error_prefix()}: {_one_line(str(e))}", file=sys.stderr)
+            print(f"{_error_prefix()}: {_one_line(e.message_for(flags))}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as e:
             what = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"

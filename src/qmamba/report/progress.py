@@ -1,6 +1,6 @@
 """Progress bars (tqdm, on stderr) and a record of where a run is, for interruptions.
 
-The library code (`qmamba.pipeline`) only calls `progress.stage(...)` and the returned
+The library code (`qmamba.jobs`) only calls `progress.stage(...)` and the returned
 object's `update`/`set_total`; the CLI decides whether bars are drawn. `progress.where`
 always names the step in progress, so Ctrl-C can say where it stopped.
 """

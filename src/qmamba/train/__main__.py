@@ -8,18 +8,19 @@ from qmamba.errors import QMambaError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from qmamba.cli import cmd_train
+    from qmamba.cli import cmd_train, param_flags
 
     parser = argparse.ArgumentParser(
         prog="python -m qmamba.train", description=cmd_train.DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     cmd_train.add_arguments(parser)
+    flags = param_flags(parser)
     args = parser.parse_args(argv)
     try:
         return cmd_train.run(args)
     except QMambaError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.message_for(flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,238 @@
+"""The demo job: every built-in model x recipe x bit setting on the built-in
+Fashion-MNIST data, as results.json, results.md and accuracy_vs_bits.png.
+
+Each model's calibration and test images are read once and kept in memory; the float
+model is evaluated once, then calibrated and evaluated per recipe and setting. The three
+files are written together at the end (`qmamba.io_utils.OutputSet`)."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from qmamba.determinism import deterministic
+from qmamba.errors import ConfigError
+from qmamba.eval import EvalResult
+from qmamba.io_utils import OutputSet
+from qmamba.jobs.calibration import calibrate, calibration_batches
+from qmamba.jobs.data import BUILTIN_DATA, DataSplit, calibration_data, evaluation_data, materialize
+from qmamba.jobs.devices import parse_setting, resolve_device
+from qmamba.jobs.evaluation import evaluate_split, result_dict
+from qmamba.jobs.models import LoadedModel, builtin_model_names, load_model
+from qmamba.jobs.outputs import check_out_dir
+from qmamba.jobs.reporting import versions
+from qmamba.models.registry import resolve_name
+from qmamba.quant.config import QuantConfig
+from qmamba.quant.recipes import get_recipe, list_recipes
+from qmamba.report.plots import plot_accuracy_vs_bits
+from qmamba.report.progress import Progress
+from qmamba.report.tables import demo_markdown
+from qmamba.report.writers import dumps
+
+__all__ = [
+    "DEMO_CALIB_SIZE",
+    "DEMO_EVAL_LIMIT",
+    "DEMO_FILES",
+    "DEMO_SEARCH_SAMPLES",
+    "DEMO_SETTINGS",
+    "DEMO_THREADS",
+    "DemoJob",
+    "DemoResult",
+    "run_demo",
+]
+
+DEMO_SETTINGS = ("W8A8", "W6A6", "W4A8", "W4A6", "W4A4")
+# Measured so that `make demo` (92 runs: 2 models x (FP + 6 recipes x 5 settings + 5
+# literature recipes x 3 settings)) stays within 20 minutes on 2 CPU cores: 846 s with
+# other jobs running (README.md, "Demo").
+DEMO_EVAL_LIMIT = 1000
+DEMO_CALIB_SIZE = 64
+DEMO_SEARCH_SAMPLES = 8  # images of the block-output search (recipes that search; default 32)
+DEMO_THREADS = 1
+DEMO_FILES = ("results.json", "results.md", "accuracy_vs_bits.png")
+
+
+@dataclass
+class DemoJob:
+    models: Sequence[str] | None = None  # None: every built-in model
+    recipes: Sequence[str] = field(default_factory=list_recipes)
+    settings: Sequence[str] = DEMO_SETTINGS
+    # a recipe registered with demo_settings (most literature baselines, to keep the demo
+    # short) runs only at those of `settings`; False: every recipe at every setting
+    recipe_settings: bool = True
+    eval_limit: int | None = DEMO_EVAL_LIMIT  # None or 0: the whole test set
+    calib_size: int = DEMO_CALIB_SIZE
+    seed: int = 0
+    batch_size: int = 256
+    device: str = "cpu"
+    search_samples: int | None = DEMO_SEARCH_SAMPLES  # None: the recipe's own
+
+    def config(self, recipe: str, w_bits: int, a_bits: int) -> QuantConfig:
+        cfg = QuantConfig.from_recipe(recipe, w_bits, a_bits, calib_size=self.calib_size, seed=self.seed)
+        if self.search_samples is not None and cfg.search.enabled:
+            cfg = cfg.replace(**{"search.samples": self.search_samples})
+        return cfg
+
+    def runs_setting(self, recipe: str, setting: str) -> bool:
+        """Whether the demo runs `recipe` at `setting` (a recipe registered with demo
+        settings: only at those, unless `recipe_settings` is off)."""
+        wanted = get_recipe(recipe).demo_settings
+        return not self.recipe_settings or wanted is None or setting in wanted
+
+    def plan(self) -> tuple[list[str], list[str], list[tuple[str, int, int]]]:
+        """(models, recipes, [(setting, w, a)]) with every name and bit width checked."""
+        recipes = []
+        for r in self.recipes:
+            QuantConfig.from_recipe(r, 8, 8)  # unknown names: ConfigError with a suggestion
+            if r not in recipes:
+                recipes.append(r)
+        settings = []
+        for s in self.settings:
+            w, a = parse_setting(s)
+            name = f"W{w}A{a}"
+            if name not in [t[0] for t in settings]:
+                settings.append((name, w, a))
+        if not settings and any(r != "fp" for r in recipes):
+            raise ConfigError("`settings` is empty")
+        for param in ("calib_size", "batch_size", "search_samples"):
+            value = getattr(self, param)
+            if value is not None and value < 1:
+                raise ConfigError(f"`{param}` must be at least 1, got {value}")
+        return self._models(), recipes, settings
+
+    def _models(self) -> list[str]:
+        builtin = builtin_model_names()
+        models = []
+        for m in self.models or builtin:
+            canonical = resolve_name(m)
+            if canonical not in builtin:
+                raise ConfigError(f"the demo runs on the built-in models ({', '.join(builtin)}), "
+                                  f"not {m!r}: use `qmamba quantize` for other models")
+            if canonical not in models:
+                models.append(canonical)
+        return models
+
+
+@dataclass
+class DemoResult:
+    report: dict  # what results.json holds
+    out_dir: Path
+
+
+@dataclass
+class _ModelData:
+    """One built-in model with its calibration and test images in memory."""
+    loaded: LoadedModel
+    calib: DataSplit
+    test: DataSplit
+    calib_images: list[torch.Tensor]
+    test_batches: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def run_demo(job: DemoJob, out_dir: str | os.PathLike, progress: Progress | None = None,
+             command: str | None = None) -> DemoResult:
+    """Every built-in model x recipe x setting: results.json, results.md and
+    accuracy_vs_bits.png in `out_dir`, all written at the end."""
+    progress = progress or Progress(enabled=False)
+    start = time.time()
+    models, recipes, settings = job.plan()
+    device = resolve_device(job.device)
+    out = check_out_dir(out_dir, DEMO_FILES)
+    configs = {(r, s): job.config(r, w, a) for r in recipes if r != "fp" for s, w, a in settings
+               if job.runs_setting(r, s)}
+    total = len(models) * (1 + len(configs))
+    rows: list[dict] = []
+    model_info: dict[str, dict] = {}
+    data = None
+    with deterministic(job.seed), progress.stage("demo runs", total=total, unit="run") as runs:
+        for name in models:
+            progress.context = f"run {runs.done + 1} of {total} ({name})"
+            data = _load_model_data(name, job, progress)
+            model = data.loaded.model.to(device)
+            fp = evaluate_split(model, data.test, job.batch_size, device, progress, f"{name} FP",
+                                batches=data.test_batches)
+            model_info[name] = {"weights": data.loaded.weights, "fp": result_dict(fp),
+                                "metadata": data.loaded.load_info.get("metadata", {})}
+            if "fp" in recipes:
+                rows.append(_demo_row(name, QuantConfig.from_recipe("fp", seed=job.seed), fp, 0, fp.seconds))
+            runs.update(1)
+            for (recipe, setting), config in configs.items():
+                progress.context = f"run {runs.done + 1} of {total} ({name} {recipe} {setting})"
+                rows.append(_recipe_run(name, model, config, data, job, device, progress, fp))
+                runs.update(1)
+    progress.context = "writing the results"
+    results = _results(job, command, time.time() - start, device, model_info, recipes, settings, data, rows)
+    _write(results, out, progress)
+    return DemoResult(results, out)
+
+
+def _load_model_data(name: str, job: DemoJob, progress: Progress) -> _ModelData:
+    with progress.stage(f"loading {name}"):
+        lm = load_model(name)
+        calib = calibration_data(lm.model, name, None, job.calib_size, job.seed)
+        test = evaluation_data(lm.model, name, None, job.eval_limit or None)
+        calib_images = [x for x, _ in materialize(calib, job.batch_size)]
+        test_batches = materialize(test, job.batch_size)
+    return _ModelData(lm, calib, test, calib_images, test_batches)
+
+
+def _recipe_run(name: str, model: nn.Module, config: QuantConfig, data: _ModelData, job: DemoJob,
+                device: torch.device, progress: Progress, fp: EvalResult) -> dict:
+    """Calibrate and evaluate one recipe at one setting: its row of results.json."""
+    tag = f"{name} {config.recipe} {config.setting}"
+    t0 = time.time()
+    qmodel = calibrate(model, config, calibration_batches(data.calib_images, job.batch_size, config),
+                       device, progress, f"{tag} calibration")
+    res = evaluate_split(qmodel, data.test, job.batch_size, device, progress, f"{tag} evaluation",
+                         batches=data.test_batches)
+    calib_images = int(qmodel.qmamba_info.get("calibration_images", job.calib_size))
+    row = _demo_row(name, qmodel.qmamba_config, res, calib_images, time.time() - t0)
+    progress.message(f"{name:<14} {config.recipe:<15} {config.setting:<5} top-1 {res.top1:6.2f}  "
+                     f"(FP {fp.top1:.2f}, {time.time() - t0:.0f} s)")
+    return row
+
+
+def _demo_row(model: str, config: QuantConfig, res: EvalResult, calib_images: int, seconds: float) -> dict:
+    return {"model": model, "recipe": config.recipe, "setting": config.setting,
+            "w_bits": config.w_bits, "a_bits": config.a_bits, "top1": res.top1, "top5": res.top5,
+            "calib_images": calib_images, "eval_images": res.num_images,
+            "seconds": round(seconds, 2), "config": config.to_dict()}
+
+
+def _results(job: DemoJob, command: str | None, seconds: float, device: torch.device, model_info: dict,
+             recipes: list[str], settings: list[tuple[str, int, int]], data: _ModelData | None,
+             rows: list[dict]) -> dict:
+    """results.json; its `eval` and `calibration` describe the data of the last model."""
+    eval_desc = data.test.describe() if data is not None else {}
+    calib_desc = data.calib.describe() if data is not None else {}
+    return {
+        "command": command or "qmamba demo",
+        "seconds": round(seconds, 1),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "versions": versions(),
+        "models": model_info,
+        "recipes": recipes,
+        "settings": [s for s, _, _ in settings],
+        "eval": {"source": eval_desc.get("source", f"{BUILTIN_DATA} test images"),
+                 "num_images": eval_desc.get("images", 0), "total": eval_desc.get("total"),
+                 "limit": eval_desc.get("limit"), "subset": "first N" if eval_desc.get("limit") else None},
+        "calibration": {"source": calib_desc.get("source"), "images": job.calib_size, "seed": job.seed,
+                        "search_samples": job.search_samples},
+        "rows": rows,
+    }
+
+
+def _write(results: dict, out: Path, progress: Progress) -> None:
+    md = demo_markdown(results)
+    text = dumps(results)
+    with progress.stage("writing the results"), OutputSet(progress.outputs_written) as outputs:
+        plot_accuracy_vs_bits(results, outputs.file(out / "accuracy_vs_bits.png"))
+        outputs.file(out / "results.md").write_text(md, encoding="utf-8")
+        outputs.file(out / "results.json").write_text(text, encoding="utf-8")  # last: the marker
+        outputs.commit()

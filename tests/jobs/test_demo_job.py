@@ -1,0 +1,38 @@
+"""The demo job's plan: which recipes run at which settings, and its checks (errors
+named by parameter). The demo itself runs in tests/cli/test_demo.py."""
+from __future__ import annotations
+
+import pytest
+
+from qmamba.errors import ConfigError
+from qmamba.jobs import DemoJob
+
+
+def test_literature_baselines_run_at_their_own_settings_unless_settings_are_given():
+    job = DemoJob()
+    assert job.runs_setting("quamba", "W4A4") and not job.runs_setting("quamba", "W6A6")
+    assert job.runs_setting("qmamba", "W6A6")
+    assert DemoJob(recipe_settings=False).runs_setting("quamba", "W6A6")
+
+
+def test_plan_deduplicates_and_checks_names():
+    models, recipes, settings = DemoJob(models=["vim_fmnist", "vim_fmnist"], recipes=["fp", "minmax", "fp"],
+                                        settings=["w4a4", "W4A4", "W8A8"]).plan()
+    assert models == ["vim_fmnist"] and recipes == ["fp", "minmax"]
+    assert settings == [("W4A4", 4, 4), ("W8A8", 8, 8)]
+    assert DemoJob().plan()[0] == ["vim_fmnist", "vmamba_fmnist"]
+    with pytest.raises(ConfigError, match="built-in models"):
+        DemoJob(models=["vim_tiny"]).plan()
+
+
+@pytest.mark.parametrize("fields, params", [
+    ({"settings": []}, ("settings",)),
+    ({"calib_size": 0}, ("calib_size",)),
+    ({"batch_size": 0}, ("batch_size",)),
+    ({"search_samples": 0}, ("search_samples",)),
+])
+def test_errors_name_the_job_fields(fields, params):
+    with pytest.raises(ConfigError) as err:
+        DemoJob(**fields).plan()
+    assert err.value.params == params
+    assert set(params) <= set(DemoJob.__dataclass_fields__)
