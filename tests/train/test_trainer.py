@@ -150,11 +150,11 @@ def test_train_command(tmp_path, monkeypatch):
     # build a tiny Vim instead of Vim-T: same registered code path, small sizes
     from qmamba.models import registry
 
-    real_create = registry.create_model
-    monkeypatch.setattr(
-        registry, "create_model",
-        lambda name, **kw: real_create(name, depth=1, embed_dim=32, patch_size=7, stride=7, **kw),
-    )
+    # (the factory, not create_model: a module first imported during this test would keep
+    # a patched create_model after the test)
+    real_factory = registry._FACTORIES["vim_tiny"]
+    monkeypatch.setitem(registry._FACTORIES, "vim_tiny",
+                        lambda **kw: real_factory(depth=1, embed_dim=32, patch_size=7, stride=7, **kw))
     assert args.func is cmd_train.run
     threads = torch.get_num_threads()
     assert args.func(args) == 0

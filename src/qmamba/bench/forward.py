@@ -39,7 +39,7 @@ def _record(result: dict, key: str, times: list[float], batch: int) -> None:
     result[f"{key}_images_per_s"] = batch / statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qmamba.bench forward", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vim_tiny")
@@ -56,50 +56,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bits", type=int, nargs=2, default=(4, 4), metavar=("W", "A"))
     parser.add_argument("--calib", type=int, default=8, help="random calibration images (timing only)")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
-    args = parser.parse_args(argv)
+    return parser
 
-    import qmamba
-    from qmamba import ops
-    from qmamba.bench.scan import _sync, bench_device, parse_backends, write_report
-    from qmamba.models import contract
 
-    torch.set_num_threads(args.threads)
-    device = bench_device(args.device)
+def _backends(args: argparse.Namespace, device: torch.device) -> list[str]:
+    from qmamba.bench.scan import parse_backends
+
     if args.backends is None:
         backends = ["noop", *parse_backends(None, device)[::-1]]  # noop, fast, reference
     else:
         backends = parse_backends(args.backends, device)
-    if args.skip_reference:
-        backends = [b for b in backends if b != "reference"]
-    torch.manual_seed(0)
-    kwargs = {} if args.img_size is None else {"img_size": args.img_size}
-    model = qmamba.create_model(args.model, **kwargs).eval().to(device)
-    c, h, w = contract.data_config(model)["input_size"]
-    if args.img_size is not None:
-        h = w = args.img_size
-    x = torch.randn(args.batch, c, h, w, device=device)
+    return [b for b in backends if b != "reference"] if args.skip_reference else backends
 
-    def timed(net):
-        def run():
-            with torch.no_grad():
-                net(x)
-        return run
 
-    result = {"config": {**vars(args), "bits": list(args.bits), "input": [args.batch, c, h, w],
-                         "backends": backends, "device": str(device),
-                         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                         "torch": torch.__version__}}
-    def with_backend(backend):
-        def run():
-            with ops.scan_backend(backend):
-                timed(model)()
-        return run
+def _forward(net, x: torch.Tensor, backend: str | None = None):
+    """A callable that runs `net` on `x` without gradients (with this scan backend)."""
+    from qmamba import ops
 
+    def run():
+        with torch.no_grad(), ops.scan_backend(backend or ops.get_scan_backend()):
+            net(x)
+    return run
+
+
+def _time_float(result: dict, model, x, backends: list[str], args, device) -> list[str]:
+    """Time the float forward with every backend; returns the fast ones (not noop / reference)."""
     # the reference loop is slow: timed on its own, the others take turns
     turns = [b for b in backends if b != "reference"]
-    times = _time({b: with_backend(b) for b in turns}, args.repeats, device)
+    times = _time({b: _forward(model, x, b) for b in turns}, args.repeats, device)
     if "reference" in backends:
-        times.update(_time({"reference": with_backend("reference")}, args.repeats, device))
+        times.update(_time({"reference": _forward(model, x, "reference")}, args.repeats, device))
     for backend in backends:
         _record(result, backend, times[backend], args.batch)
     fast = [b for b in backends if b not in ("noop", "reference")]
@@ -112,31 +98,61 @@ def main(argv: list[str] | None = None) -> int:
     if "reference" in backends:
         for b in fast:
             result[f"reference_over_{b}"] = result["reference_ms_per_image"] / result[f"{b}_ms_per_image"]
+    return fast
 
+
+def _time_quantized(result: dict, model, x, backends: list[str], fast: list[str], args, device) -> None:
+    """Calibrate `args.quantized` on random images (a timing run) and time its forward."""
+    from qmamba.bench.scan import _sync
+    from qmamba.quant.config import QuantConfig
+    from qmamba.quant.engine import quantize
+
+    _, c, h, w = x.shape
+    g = torch.Generator().manual_seed(1)
+    calib = [(torch.randn(min(8, args.calib - i), c, h, w, generator=g).to(device), None)
+             for i in range(0, args.calib, 8)]
+    cfg = QuantConfig.from_recipe(args.quantized, *args.bits, calib_size=args.calib)
+    t0 = time.perf_counter()
+    qmodel = quantize(model, cfg, calib)
+    _sync(device)
+    result["quantize_seconds"] = time.perf_counter() - t0
+    for backend in backends:
+        if backend == "noop":  # the quantized scan has no no-op: it is the scan under test
+            continue
+        times = _time({"q": _forward(qmodel, x, backend)}, args.repeats, device)["q"]
+        _record(result, f"quantized_{backend}", times, args.batch)
+        if backend in fast:
+            result[f"quantized_over_float_{backend}"] = (
+                result[f"quantized_{backend}_ms_per_image"] / result[f"{backend}_ms_per_image"])
+    if "reference" in backends:
+        for b in fast:
+            result[f"quantized_reference_over_{b}"] = (
+                result["quantized_reference_ms_per_image"] / result[f"quantized_{b}_ms_per_image"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    import qmamba
+    from qmamba.bench.scan import bench_device, write_report
+    from qmamba.models import contract
+
+    torch.set_num_threads(args.threads)
+    device = bench_device(args.device)
+    backends = _backends(args, device)
+    torch.manual_seed(0)
+    kwargs = {} if args.img_size is None else {"img_size": args.img_size}
+    model = qmamba.create_model(args.model, **kwargs).eval().to(device)
+    c, h, w = contract.data_config(model)["input_size"]
+    if args.img_size is not None:
+        h = w = args.img_size
+    x = torch.randn(args.batch, c, h, w, device=device)
+    result = {"config": {**vars(args), "bits": list(args.bits), "input": [args.batch, c, h, w],
+                         "backends": backends, "device": str(device),
+                         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                         "torch": torch.__version__}}
+    fast = _time_float(result, model, x, backends, args, device)
     if args.quantized:
-        from qmamba.quant.config import QuantConfig
-        from qmamba.quant.engine import quantize
-
-        g = torch.Generator().manual_seed(1)
-        calib = [(torch.randn(min(8, args.calib - i), c, h, w, generator=g).to(device), None)
-                 for i in range(0, args.calib, 8)]
-        cfg = QuantConfig.from_recipe(args.quantized, *args.bits, calib_size=args.calib)
-        t0 = time.perf_counter()
-        qmodel = quantize(model, cfg, calib)
-        _sync(device)
-        result["quantize_seconds"] = time.perf_counter() - t0
-        for backend in backends:
-            if backend == "noop":  # the quantized scan has no no-op: it is the scan under test
-                continue
-            with ops.scan_backend(backend):
-                _record(result, f"quantized_{backend}", _time({"q": timed(qmodel)}, args.repeats, device)["q"], args.batch)
-            if backend in fast:
-                result[f"quantized_over_float_{backend}"] = (
-                    result[f"quantized_{backend}_ms_per_image"] / result[f"{backend}_ms_per_image"])
-        if "reference" in backends:
-            for b in fast:
-                result[f"quantized_reference_over_{b}"] = (
-                    result["quantized_reference_ms_per_image"] / result[f"quantized_{b}_ms_per_image"])
+        _time_quantized(result, model, x, backends, fast, args, device)
     write_report(result, args.out)
     return 0
-

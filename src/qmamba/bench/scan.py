@@ -144,7 +144,7 @@ def write_report(report: dict, path: str | None) -> None:
             f.write(text + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qmamba.bench scan", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
@@ -158,7 +158,43 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated scan backends (default: reference plus compiled "
                              "on CPU, triton on CUDA)")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@torch.no_grad()
+def _time_scans(x: dict, backends: list[str], args, device) -> dict:
+    """The float and the quantized scan with every backend, timed in turns."""
+    from qmamba import ops
+
+    def float_scan(name):
+        def run():
+            with ops.scan_backend(name):
+                return ops.selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"],
+                                          z=x["z"], delta_bias=x["delta_bias"],
+                                          delta_softplus=True)
+        return run
+
+    times, results = _time_pair({name: float_scan(name) for name in backends}, args.repeats, device)
+    report = {"float_forward": _summary(times, results, args.batch)}
+    delta = torch.nn.functional.softplus(x["delta"] + x["delta_bias"][:, None])
+    _, stats = ops.quantized_scan(x["u"], delta, x["A"], x["B"], x["C"], collect_stats=True)
+    a_q, b_q, h_q = _quantizers({k: v.cpu() for k, v in stats.items()}, args.length)
+
+    def quant_scan(name):
+        def run():
+            with ops.scan_backend(name):
+                return ops.quantized_scan(x["u"], delta, x["A"], x["B"], x["C"],
+                                          a_quant=a_q, b_quant=b_q, h_quant=h_q)[0]
+        return run
+
+    times, results = _time_pair({name: quant_scan(name) for name in backends if name != "noop"},
+                                args.repeats, device)
+    report["quantized_forward"] = _summary(times, results, args.batch)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     from qmamba import ops
     from qmamba.ops import backend
@@ -178,33 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             "backends": backends, "torch": torch.__version__,
         }
     }
-
-    def float_scan(name):
-        def run():
-            with ops.scan_backend(name):
-                return ops.selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"],
-                                          z=x["z"], delta_bias=x["delta_bias"],
-                                          delta_softplus=True)
-        return run
-
-    with torch.no_grad():
-        times, results = _time_pair({name: float_scan(name) for name in backends}, args.repeats, device)
-        report["float_forward"] = _summary(times, results, args.batch)
-
-        delta = torch.nn.functional.softplus(x["delta"] + x["delta_bias"][:, None])
-        _, stats = ops.quantized_scan(x["u"], delta, x["A"], x["B"], x["C"], collect_stats=True)
-        a_q, b_q, h_q = _quantizers({k: v.cpu() for k, v in stats.items()}, args.length)
-
-        def quant_scan(name):
-            def run():
-                with ops.scan_backend(name):
-                    return ops.quantized_scan(x["u"], delta, x["A"], x["B"], x["C"],
-                                              a_quant=a_q, b_quant=b_q, h_quant=h_q)[0]
-            return run
-
-        times, results = _time_pair({name: quant_scan(name) for name in backends if name != "noop"},
-                                    args.repeats, device)
-        report["quantized_forward"] = _summary(times, results, args.batch)
+    report.update(_time_scans(x, backends, args, device))
     write_report(report, args.out)
     return 0
 

@@ -134,17 +134,11 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(saved_threads)
 
 
-def _train_and_save(args: argparse.Namespace, name: str, out: str) -> int:
-    import torch
+def _datasets(args: argparse.Namespace):
+    """The Fashion-MNIST training and test sets, or their seeded / leading subsets."""
     from torch.utils.data import Subset
 
-    import qmamba
-    from qmamba.checkpoint import save_checkpoint
     from qmamba.data import FashionMNIST, calibration_indices
-    from qmamba.models.builtin import BUILTIN_MODELS, with_fashion_mnist_config
-    from qmamba.models.registry import create_model
-    from qmamba.ops import backend
-    from qmamba.train import seed_everything, train
 
     train_set = FashionMNIST("train", root=args.data)
     test_set = FashionMNIST("test", root=args.data)
@@ -153,7 +147,49 @@ def _train_and_save(args: argparse.Namespace, name: str, out: str) -> int:
                                                           args.seed))
     if args.test_subset is not None:
         test_set = Subset(test_set, list(range(min(args.test_subset, len(test_set)))))
+    return train_set, test_set
 
+
+def _metadata(args: argparse.Namespace, name: str, history: dict, seconds: float, command: str,
+              n_params: int, train_images: int, test_images: int) -> dict:
+    """What the checkpoint file records about its training run."""
+    import torch
+
+    import qmamba
+
+    top1 = history["final_test_top1"]
+    return {
+        "model": name,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "test_top1": f"{top1:.2f}",
+        "test_top5": f"{history['test_top5'][-1]:.2f}",
+        "test_images": test_images,
+        "train_images": train_images,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "augment": not args.no_augment,
+        "threads": args.threads,
+        "device": str(args.device),
+        "train_seconds": round(seconds, 1),
+        "command": command,
+        "parameters": n_params,
+        "history": {k: history[k] for k in ("loss", "train_top1", "test_top1", "epoch_seconds")},
+        "qmamba_version": qmamba.__version__,
+        "torch_version": torch.__version__,
+        "format": "qmamba-train-v1",
+    }
+
+
+def _train_and_save(args: argparse.Namespace, name: str, out: str) -> int:
+    from qmamba.checkpoint import save_checkpoint
+    from qmamba.models.builtin import BUILTIN_MODELS, with_fashion_mnist_config
+    from qmamba.models.registry import create_model
+    from qmamba.ops import backend
+    from qmamba.train import seed_everything, train
+
+    train_set, test_set = _datasets(args)
     if args.device.type == "cpu" and not backend.compiled_available():
         print(f"warning: the compiled selective scan is unavailable ({backend.build_error()}); "
               "training uses the reference scan and is much slower", file=sys.stderr, flush=True)
@@ -183,28 +219,7 @@ def _train_and_save(args: argparse.Namespace, name: str, out: str) -> int:
     model.cpu()  # the checkpoint holds CPU tensors
     seconds = time.time() - t0
     top1 = history["final_test_top1"]
-    metadata = {
-        "model": name,
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "test_top1": f"{top1:.2f}",
-        "test_top5": f"{history['test_top5'][-1]:.2f}",
-        "test_images": len(test_set),
-        "train_images": len(train_set),
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "weight_decay": args.weight_decay,
-        "augment": not args.no_augment,
-        "threads": args.threads,
-        "device": str(args.device),
-        "train_seconds": round(seconds, 1),
-        "command": command,
-        "parameters": n_params,
-        "history": {k: history[k] for k in ("loss", "train_top1", "test_top1", "epoch_seconds")},
-        "qmamba_version": qmamba.__version__,
-        "torch_version": torch.__version__,
-        "format": "qmamba-train-v1",
-    }
+    metadata = _metadata(args, name, history, seconds, command, n_params, len(train_set), len(test_set))
     save_checkpoint(model, out, metadata=metadata)
     print(f"test top-1 {top1:.2f}% top-5 {history['test_top5'][-1]:.2f}% after "
           f"{args.epochs} epochs ({seconds / 60:.1f} min); wrote {out}", flush=True)
