@@ -43,6 +43,17 @@ def _write_image_folder(root, per_class: int, classes: int = 10, names=None):
     return root
 
 
+# Fashion-MNIST class folder names in label order, as a user would name them
+FASHION_FOLDERS = ("tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+                   "bag", "ankle_boot")
+
+
+@pytest.fixture(scope="session")
+def fashion_folders():
+    """Word-named class folders of the Fashion-MNIST classes, in label order."""
+    return FASHION_FOLDERS
+
+
 @pytest.fixture(scope="session")
 def write_image_folder():
     """The function that writes a small ImageNet-layout image folder (tests of data and CLI)."""

@@ -27,11 +27,11 @@ def _quantize_args(tiny_name, tiny_checkpoint, *extra):
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory, write_image_folder):
-    """ImageNet layout for a 10-class 28x28 grey model: 2 images per class and split, and
-    one corrupt file in val/."""
-    root = write_image_folder(tmp_path_factory.mktemp("images"), per_class=2)
-    bad = root / "val" / "c3" / "zz_bad.png"
+def image_folder(tmp_path_factory, write_image_folder, fashion_folders):
+    """ImageNet layout for a 10-class 28x28 grey model (its class folders named by the
+    Fashion-MNIST classes): 2 images per class and split, and one corrupt file in val/."""
+    root = write_image_folder(tmp_path_factory.mktemp("images"), per_class=2, names=fashion_folders)
+    bad = root / "val" / fashion_folders[3] / "zz_bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     return root, bad
 

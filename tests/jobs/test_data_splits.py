@@ -15,10 +15,12 @@ CFG = fashion_mnist_data_config()  # 1x28x28, 10 classes
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory, write_image_folder):
+def folder(tmp_path_factory, write_image_folder, fashion_folders):
     """10 classes x 3 images per split; two corrupt files in train/, one in val/."""
-    root = write_image_folder(tmp_path_factory.mktemp("data"), per_class=3)
-    bad = [root / "train" / "c0" / "1.png", root / "train" / "c5" / "0.png", root / "val" / "c9" / "2.png"]
+    root = write_image_folder(tmp_path_factory.mktemp("data"), per_class=3, names=fashion_folders)
+    names = fashion_folders
+    bad = [root / "train" / names[0] / "1.png", root / "train" / names[5] / "0.png",
+           root / "val" / names[9] / "2.png"]
     for b in bad:
         b.write_bytes(b.read_bytes()[:40])  # truncated: the header survives, the pixels do not
     return root, bad

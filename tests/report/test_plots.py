@@ -7,7 +7,8 @@ import math
 import pytest
 from PIL import Image
 
-from qmamba.report.plot_style import RECIPE_GROUPS, recipe_styles
+from qmamba.quant.recipes import list_recipes
+from qmamba.report.plot_style import recipe_styles
 from qmamba.report.plots import Stat, _y_range, accuracy_stats, plot_accuracy_vs_bits
 from qmamba.report.sqnr_plot import collect_point_sqnr, plot_point_sqnr
 
@@ -42,13 +43,13 @@ def rows_for(recipes, model="m1", seeds=(None,), base=88.0):
 
 
 def test_styles_distinct_and_grouped():
-    recipes = list(RECIPE_GROUPS)[::-1] + ["my_recipe", "other_one"]
+    recipes = [r for r in list_recipes() if r != "fp"][::-1] + ["my_recipe", "other_one"]
     styles = recipe_styles(recipes, {"my_recipe": "ablation"})
     assert len({s.colour for s in styles}) == len({s.marker for s in styles}) == len(recipes)
     order = [s.recipe for s in styles]
     assert order[0] == "qmamba" and order[-1] == "other_one"
     assert order.index("my_recipe") < order.index("minmax")  # placed with the ablations
-    assert [s.group for s in styles][:4] == ["paper", "ablation", "ablation", "ablation"]
+    assert [s.group for s in styles][:4] == ["method", "ablation", "ablation", "ablation"]
 
 
 def test_accuracy_stats_seeds_both_ways():
@@ -73,7 +74,7 @@ def test_axis_zoomed_and_collapsed_recipe_off_axis():
 
 
 def test_accuracy_plot(tmp_path):
-    recipes = list(RECIPE_GROUPS)
+    recipes = [r for r in list_recipes() if r != "fp"]
     path = plot_accuracy_vs_bits(results(rows_for(recipes) + rows_for(recipes, "m2"), recipes,
                                          models=("m1", "m2")), tmp_path / "acc.png")
     assert_png(path, (1000, 400))

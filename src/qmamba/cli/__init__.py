@@ -55,6 +55,14 @@ def add_data_args(p: argparse.ArgumentParser, calibration: bool = True) -> None:
     p.add_argument("--skip-corrupt-images", action="store_true",
                    help="with --data: decode the chosen images first and leave unreadable ones out "
                         "(counted in the report) instead of stopping at the first one")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--labels", choices=("names", "sorted"),
+                        help="how --data's class folders map to the model's classes: by name "
+                             "(default: WordNet ids or class names, any order, any subset) or "
+                             "'sorted' (folder i in sorted order = class i; the counts must agree)")
+    labels.add_argument("--class-map", metavar="FILE",
+                        help="a JSON object or CSV (folder,class) mapping class folders to class "
+                             "indices or names; folders it does not list are matched by name")
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:

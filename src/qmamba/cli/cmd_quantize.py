@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, calib_size=args.calib_size, seed=args.seed, batch_size=args.batch_size,
         device=args.device, eval_limit=args.eval_limit, workers=args.workers,
         overrides=tuple(args.overrides),
-        skip_corrupt_images=args.skip_corrupt_images,
+        skip_corrupt_images=args.skip_corrupt_images, labels=args.labels, class_map=args.class_map,
     )
     config = job.config()  # validate bits / recipe before choosing the folder name
     out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{config.recipe}-{config.setting}"

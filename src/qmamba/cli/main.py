@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from qmamba.errors import QMambaError
 
 # Subcommand modules in help order; each exposes register(subparsers).
-COMMANDS = ("cmd_quantize", "cmd_eval", "cmd_analyze", "cmd_list_models", "cmd_demo")
+COMMANDS = ("cmd_quantize", "cmd_eval", "cmd_analyze", "cmd_plot_sqnr", "cmd_list_models", "cmd_demo")
 OPTIONAL_COMMANDS = ("cmd_train",)  # written separately; the CLI works without it
 
 

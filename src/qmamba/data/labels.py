@@ -204,7 +204,7 @@ class LabelAssignment:
         return {"mode": self.mode, "folders": self.folders, "matched": self.matched,
                 "empty": len(self.empty), "classes_with_images": self.classes_with_images,
                 "num_classes": self.num_classes, "class_map": self.class_map,
-                "mapping": dict(self.mapping)}
+                "summary": self.describe(), "mapping": dict(self.mapping)}
 
     def describe(self) -> str:
         """One line for the console: how labels were assigned and how many classes."""

@@ -4,8 +4,9 @@ A model whose data config is 28x28 grey with 10 classes (the built-in models) us
 built-in Fashion-MNIST bundles unless a folder is given: calibration images from the
 'calib' bundle (training images), evaluation on the 'test' bundle. `data_dir` is an
 ImageNet-layout folder: calibration on a seeded subset of `data_dir/train`, evaluation on
-`data_dir/val`, both with the model's own data config (timm eval transform).
-Calibration images never come from the evaluation split.
+`data_dir/val`, both with the model's own data config (timm eval transform), their class
+folders matched to the model's classes by name (`labels`, `class_map`: qmamba.data.labels;
+the split records how). Calibration images never come from the evaluation split.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class DataSplit:
     limit: int | None = None
     seed: int | None = None
     skipped: list[str] | None = None  # unreadable images left out (None: none were looked for)
+    labels: dict | None = None  # how a folder's labels were assigned (LabelAssignment.to_dict())
 
     @property
     def num_images(self) -> int:
@@ -54,6 +56,8 @@ class DataSplit:
                "limit": self.limit, "seed": self.seed}
         if self.skipped is not None:
             out["skipped_unreadable"] = {"count": len(self.skipped), "paths": self.skipped[:20]}
+        if self.labels is not None:
+            out["labels"] = self.labels
         return out
 
 
@@ -76,17 +80,26 @@ def _builtin_split(model: nn.Module, model_name: str, bundle: str) -> BuiltinFas
     return BuiltinFashionMNIST(bundle, eval_transform(model))
 
 
+def _folder(data_dir: str | os.PathLike, split: str, model: nn.Module, labels: str | None,
+            class_map) -> tuple[Dataset, str, dict]:
+    """DIR/<split> with the model's transform and its class folders matched to the
+    model's classes: (dataset, source, how the labels were assigned)."""
+    full = build_eval_dataset(data_dir, split, model, labels=labels, class_map=class_map)
+    return full, str(Path(data_dir) / split), full.label_assignment.to_dict()
+
+
 def calibration_data(model: nn.Module, model_name: str, data_dir: str | os.PathLike | None,
-                     calib_size: int, seed: int, skip_corrupt: bool = False) -> DataSplit:
+                     calib_size: int, seed: int, skip_corrupt: bool = False, *, labels: str | None = None,
+                     class_map: str | os.PathLike | None = None) -> DataSplit:
     """`calib_size` training images, a seeded subset (same seed, same images). With
     `skip_corrupt` (a folder only), unreadable images are passed over: the next images of
     the same seeded order take their place."""
+    assigned = None
     if data_dir is None:
         full = _builtin_split(model, model_name, "calib")
         source = f"{BUILTIN_DATA} calibration bundle (training images)"
     else:
-        full = build_eval_dataset(data_dir, "train", resolve_data_config(model))
-        source = str(Path(data_dir) / "train")
+        full, source, assigned = _folder(data_dir, "train", model, labels, class_map)
     if calib_size > len(full):
         raise DataError(f"`calib_size` {calib_size} is more than the {len(full):,} images in {source}: "
                         f"use `calib_size` {len(full)} or less")
@@ -96,12 +109,13 @@ def calibration_data(model: nn.Module, model_name: str, data_dir: str | os.PathL
         if len(good) < calib_size:
             raise DataError(f"`calib_size` {calib_size}: {source} has only {len(good):,} readable images "
                             f"({len(skipped):,} unreadable)")
-        return DataSplit(Subset(full, good), source, len(full), None, seed, [p for p, _ in skipped])
-    return DataSplit(calibration_subset(full, calib_size, seed), source, len(full), None, seed)
+        return DataSplit(Subset(full, good), source, len(full), None, seed, [p for p, _ in skipped], assigned)
+    return DataSplit(calibration_subset(full, calib_size, seed), source, len(full), None, seed, labels=assigned)
 
 
 def evaluation_data(model: nn.Module, model_name: str, data_dir: str | os.PathLike | None,
-                    eval_limit: int | None = None, seed: int = 0, skip_corrupt: bool = False) -> DataSplit:
+                    eval_limit: int | None = None, seed: int = 0, skip_corrupt: bool = False, *,
+                    labels: str | None = None, class_map: str | os.PathLike | None = None) -> DataSplit:
     """The evaluation images: all of them, or with `eval_limit` the first `eval_limit`
     built-in test images (a fixed subset), or a seeded subset of `eval_limit` images of
     DIR/val (its files are ordered by class, so a prefix would hold few classes). With
@@ -115,8 +129,7 @@ def evaluation_data(model: nn.Module, model_name: str, data_dir: str | os.PathLi
         if eval_limit is not None and eval_limit < len(full):
             return DataSplit(Subset(full, range(eval_limit)), source, len(full), eval_limit, None)
         return DataSplit(full, source, len(full), None, None)
-    full = build_eval_dataset(data_dir, "val", resolve_data_config(model))
-    source = str(Path(data_dir) / "val")
+    full, source, assigned = _folder(data_dir, "val", model, labels, class_map)
     subset = eval_limit is not None and eval_limit < len(full)
     idx = sorted(calibration_indices(len(full), eval_limit, seed)) if subset else None
     if skip_corrupt:
@@ -124,10 +137,10 @@ def evaluation_data(model: nn.Module, model_name: str, data_dir: str | os.PathLi
         if not good:
             raise DataError(f"no readable image among the {len(skipped):,} chosen from {source}")
         return DataSplit(Subset(full, good), source, len(full), eval_limit if subset else None,
-                         seed if subset else None, [p for p, _ in skipped])
+                         seed if subset else None, [p for p, _ in skipped], assigned)
     if subset:
-        return DataSplit(Subset(full, idx), source, len(full), eval_limit, seed)
-    return DataSplit(full, source, len(full), None, None)
+        return DataSplit(Subset(full, idx), source, len(full), eval_limit, seed, labels=assigned)
+    return DataSplit(full, source, len(full), None, None, labels=assigned)
 
 
 def data_workers(data_dir: str | os.PathLike | None, workers: int | None) -> int:

@@ -20,7 +20,7 @@ from qmamba.jobs.data import data_workers, evaluation_data
 from qmamba.jobs.devices import resolve_device
 from qmamba.jobs.evaluation import evaluate_split, result_dict
 from qmamba.jobs.models import load_model
-from qmamba.jobs.reporting import versions
+from qmamba.jobs.reporting import label_set_record, versions
 from qmamba.models.registry import resolve_name
 from qmamba.quant.config import check_seed
 from qmamba.quant.serialize import load_quantized
@@ -44,6 +44,8 @@ class EvalJob:
     workers: int | None = None
     seed: int = 0  # of the `eval_limit` subset of a folder
     skip_corrupt_images: bool = False
+    labels: str | None = None  # a folder's labels: "names" (default) or "sorted" (qmamba.data.labels)
+    class_map: str | None = None  # a JSON / CSV file: class folder -> class index or name
 
 
 @dataclass
@@ -68,12 +70,13 @@ def run_eval(job: EvalJob, out: str | os.PathLike | None = None, progress: Progr
     if out is not None and Path(out).is_dir():
         raise QMambaError(f"`out` {str(out)!r} is a folder: give the path of the JSON file to write")
     net, name, desc = _load(job, progress)
-    test = evaluation_data(net, name, job.data, job.eval_limit, job.seed, job.skip_corrupt_images)
+    test = evaluation_data(net, name, job.data, job.eval_limit, job.seed, job.skip_corrupt_images,
+                           labels=job.labels, class_map=job.class_map)
     net = net.to(device).eval()
     with deterministic(job.seed):
         result = evaluate_split(net, test, job.batch_size, device, progress, f"evaluating {name} {desc['setting']}",
                                 data_workers(job.data, job.workers))
-    report = {**desc, "evaluation": test.describe(), "result": result_dict(result), "device": str(device),
+    report = {**desc, "label_set": label_set_record(net), "evaluation": test.describe(), "result": result_dict(result), "device": str(device),
               "batch_size": job.batch_size, "distributed": dist.describe(),
               "wall_seconds": round(time.time() - start, 3), "versions": versions(), "command": command}
     if out is not None and dist.is_main():

@@ -38,7 +38,7 @@ from qmamba.jobs.devices import parse_bits, resolve_device
 from qmamba.jobs.evaluation import evaluate_split, result_dict
 from qmamba.jobs.models import LoadedModel, load_model
 from qmamba.jobs.outputs import check_out_dir, save_model_dir
-from qmamba.jobs.reporting import points_report, versions
+from qmamba.jobs.reporting import label_set_record, points_report, versions
 from qmamba.quant.config import QuantConfig, parse_override
 from qmamba.quant.recipes import get_recipe, list_recipes
 from qmamba.report.progress import Progress
@@ -68,6 +68,8 @@ class QuantizeJob:
     sqnr_images: int = SQNR_IMAGES
     overrides: Sequence[str] = ()  # 'KEY=VALUE' config edits on top of the recipe
     skip_corrupt_images: bool = False
+    labels: str | None = None  # a folder's labels: "names" (default) or "sorted" (qmamba.data.labels)
+    class_map: str | None = None  # a JSON / CSV file: class folder -> class index or name
 
     def config(self) -> QuantConfig:
         """The recipe's config at these bits, with `calib_size`, `seed` and `overrides`."""
@@ -132,12 +134,12 @@ def _prepare(job: QuantizeJob, out_dir: str | os.PathLike | None, progress: Prog
     workers = data_workers(job.data, job.workers)
     with progress.stage(f"loading {job.model}"):
         lm = load_model(job.model, job.checkpoint, job.use_ema, job.allow_unsafe_pickle)
-    skip = job.skip_corrupt_images
+    skip, names = job.skip_corrupt_images, dict(labels=job.labels, class_map=job.class_map)
     with progress.stage("reading the data"):
         # torchrun: rank 0 calibrates (see qmamba.dist), so only it reads those images
         calib = None if config.is_float or not dist.is_main() else calibration_data(
-            lm.model, lm.name, job.data, config.calib_size, config.seed, skip)
-        test = evaluation_data(lm.model, lm.name, job.data, job.eval_limit, config.seed, skip)
+            lm.model, lm.name, job.data, config.calib_size, config.seed, skip, **names)
+        test = evaluation_data(lm.model, lm.name, job.data, job.eval_limit, config.seed, skip, **names)
     return _Inputs(job, config, device, workers, out, lm, calib, test)
 
 
@@ -209,6 +211,7 @@ def _report(inputs: _Inputs, qmodel: nn.Module, fp: EvalResult, quant: EvalResul
         "w_bits": config.w_bits,
         "a_bits": config.a_bits,
         "setting": config.setting,
+        "label_set": label_set_record(lm.model),
         "config": getattr(qmodel, "qmamba_config", config).to_dict(),
         "calibration": _calibration_entry(inputs, qmodel),
         "evaluation": inputs.test.describe(),

@@ -1,11 +1,12 @@
 """One look per recipe in every plot: its group, colour, marker and line.
 
-Recipes are grouped so a reader sees at once the paper's method, its ablations and the
-baselines: the paper's method is drawn thick and red, its ablations dashed in warm
-colours, the simple baselines dotted in greys, the published baselines thin in cool
-colours. Every recipe has its own colour and its own marker. A caller (e.g. the recipe
-registry) may pass its own recipe -> group mapping; unknown recipes and groups get
-colours and markers no other drawn recipe has.
+Recipes are grouped as the recipe registry groups them (qmamba.quant.recipes), so a
+reader sees at once the paper's method, its ablations and the baselines: the method is
+drawn thick and red, its ablations dashed in warm colours, the simple baselines dotted
+in greys, the published baselines thin in cool colours. Every drawn recipe gets its own
+colour and its own marker, assigned in registry order (the same recipe set gives the same
+look in every plot). A caller may pass its own recipe -> group mapping; unknown recipes
+and groups get colours no other drawn recipe has.
 """
 from __future__ import annotations
 
@@ -15,29 +16,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmamba.io_utils import atomic_path
+from qmamba.quant.recipes import get_recipe, list_recipes
 
-RECIPE_GROUPS: dict[str, str] = {
-    "qmamba": "paper",
-    "qmamba_no_ltsq": "ablation", "qmamba_no_tgq": "ablation",
-    "minmax": "simple", "percentile": "simple",
-    "ptq4vm": "literature", "quamba": "literature", "mambaquant": "literature",
-    "ptq4vit": "literature", "repq_vit": "literature", "qvlm": "literature",
-}
-GROUP_TITLES = {"paper": "QMamba (the paper's method)", "ablation": "QMamba ablations",
-                "simple": "simple baselines", "literature": "published baselines"}
-GROUP_LINES = {"paper": ("-", 2.6, 7.5), "ablation": ("--", 1.6, 6.0),
-               "simple": (":", 1.6, 6.0), "literature": ("-", 1.1, 6.0)}  # style, width, marker size
+GROUP_TITLES = {"method": "QMamba (the paper's method)", "ablation": "QMamba ablations",
+                "baseline": "simple baselines", "literature": "published baselines"}
+GROUP_LINES = {"method": ("-", 2.6, 7.5), "ablation": ("--", 1.6, 6.0),
+               "baseline": (":", 1.6, 6.0), "literature": ("-", 1.1, 6.0)}  # style, width, marker size
 _DEFAULT_LINE = ("-.", 1.2, 6.0)
-_KNOWN = {  # recipe -> (colour, marker)
-    "qmamba": ("#d62728", "o"),
-    "qmamba_no_ltsq": ("#ff7f0e", "s"), "qmamba_no_tgq": ("#8c564b", "D"),
-    "minmax": ("#4d4d4d", "v"), "percentile": ("#a6a6a6", "^"),
-    "ptq4vm": ("#1f77b4", "P"), "quamba": ("#2ca02c", "X"), "mambaquant": ("#9467bd", "*"),
-    "ptq4vit": ("#e377c2", "h"), "repq_vit": ("#bcbd22", "p"), "qvlm": ("#17becf", "<"),
+_PALETTES = {
+    "method": ("#d62728", "#e7298a"),
+    "ablation": ("#ff7f0e", "#8c564b", "#e6550d", "#fdae6b"),
+    "baseline": ("#4d4d4d", "#a6a6a6", "#737373"),
+    "literature": ("#1f77b4", "#2ca02c", "#9467bd", "#e377c2", "#bcbd22", "#17becf", "#393b79",
+                   "#637939", "#3182bd"),
 }
-_SPARE_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
-                  "#e6550d", "#31a354", "#756bb1", "#636363")
-_SPARE_MARKERS = (">", "d", "8", "H", "1", "2", "3", "4", "+", "x")
+_SPARE_COLOURS = ("#8c6d31", "#843c39", "#7b4173", "#31a354", "#756bb1", "#636363", "#6baed6",
+                  "#74c476", "#9e9ac8", "#fd8d3c")
+_MARKERS = ("o", "s", "D", "v", "^", "P", "X", "*", "h", "p", "<", ">", "d", "8", "H", "1", "2", "3",
+            "4", "+", "x")
+
+
+def registry_groups() -> dict[str, str]:
+    """recipe -> its registered group, for every registered recipe."""
+    return {name: get_recipe(name).group for name in list_recipes()}
 
 
 @dataclass(frozen=True)
@@ -57,33 +58,31 @@ class RecipeStyle:
 
 def recipe_styles(recipes: Sequence[str], groups: Mapping[str, str] | None = None
                   ) -> list[RecipeStyle]:
-    """The styles of `recipes`, ordered by group (paper, ablations, simple, published,
-    then other groups) and within a group in the given order. `groups`: recipe -> group
-    (default RECIPE_GROUPS; recipes it lacks fall back to RECIPE_GROUPS, then 'other')."""
-    groups = {**RECIPE_GROUPS, **(groups or {})}
+    """The styles of `recipes`, ordered by group (method, ablations, simple baselines,
+    published baselines, then other groups) and within a group by registry order, then
+    the given order. `groups`: recipe -> group (default: the registry's; recipes it lacks
+    fall back to the registry, then 'other')."""
+    registered = registry_groups()
+    groups = {**registered, **(groups or {})}
     recipes = list(dict.fromkeys(recipes))
-    used_colours = {_KNOWN[r][0] for r in recipes if r in _KNOWN}
-    used_markers = {_KNOWN[r][1] for r in recipes if r in _KNOWN}
-    spare_c = [c for c in _SPARE_COLOURS if c not in used_colours]
-    spare_m = [m for m in _SPARE_MARKERS if m not in used_markers]
-    styles = []
-    for k, r in enumerate(x for x in recipes if x not in _KNOWN):
-        styles.append((r, spare_c[k % len(spare_c)], spare_m[k % len(spare_m)]))
-    styles += [(r, *_KNOWN[r]) for r in recipes if r in _KNOWN]
     order = list(GROUP_TITLES)
     for r in recipes:
-        g = groups.get(r, "other")
-        if g not in order:
-            order.append(g)
-
-    def key(item):
-        return order.index(groups.get(item[0], "other")), recipes.index(item[0])
-
+        if groups.get(r, "other") not in order:
+            order.append(groups.get(r, "other"))
+    rank = {name: i for i, name in enumerate(registered)}
+    ordered = sorted(recipes, key=lambda r: (order.index(groups.get(r, "other")),
+                                             rank.get(r, len(rank)), recipes.index(r)))
+    spare = list(_SPARE_COLOURS)
+    taken: dict[str, int] = {}
     out = []
-    for r, colour, marker in sorted(styles, key=key):
+    for k, r in enumerate(ordered):
         g = groups.get(r, "other")
+        palette = _PALETTES.get(g, ())
+        i = taken.get(g, 0)
+        taken[g] = i + 1
+        colour = palette[i] if i < len(palette) else spare.pop(0) if spare else "#000000"
         ls, lw, ms = GROUP_LINES.get(g, _DEFAULT_LINE)
-        out.append(RecipeStyle(r, g, colour, marker, ls, lw, ms))
+        out.append(RecipeStyle(r, g, colour, _MARKERS[k % len(_MARKERS)], ls, lw, ms))
     return out
 
 

@@ -140,8 +140,8 @@ def _draw_model(ax, model: str, settings, styles, stats, fp: float | None
         any_err = any_err or any(errs)
         ax.errorbar(xs, ys, yerr=errs if any(errs) else None, color=s.colour, marker=s.marker,
                     linestyle=s.linestyle, linewidth=s.linewidth, markersize=s.markersize,
-                    capsize=2.5, elinewidth=1.0, zorder=3 if s.group == "paper" else 2,
-                    markeredgecolor="white" if s.group == "paper" else s.colour)
+                    capsize=2.5, elinewidth=1.0, zorder=3 if s.group == "method" else 2,
+                    markeredgecolor="white" if s.group == "method" else s.colour)
         _bridge_gaps(ax, xs, ys, s)
     if fp is not None:
         ax.axhline(fp, color="black", linestyle=(0, (5, 3)), linewidth=1.1, zorder=1)
@@ -180,8 +180,8 @@ def _caption(results: Mapping, stats, any_err: bool, any_off: bool) -> str:
 def plot_accuracy_vs_bits(results: Mapping, path: str | os.PathLike,
                           groups: Mapping[str, str] | None = None) -> Path:
     """Draw `results` (the demo's results.json content, see the module docstring) to a
-    PNG at `path`, atomically. `groups`: recipe -> group ('paper', 'ablation', 'simple',
-    'literature' or a name of your own); default qmamba.report.plot_style.RECIPE_GROUPS."""
+    PNG at `path`, atomically. `groups`: recipe -> group ('method', 'ablation', 'baseline',
+    'literature' or a name of your own); default: the recipe registry's groups."""
     from matplotlib.lines import Line2D
 
     stats = accuracy_stats(results)

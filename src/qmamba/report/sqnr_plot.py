@@ -132,7 +132,7 @@ def _draw_worst(ax, panel: Panel, styles, k: int) -> None:
         if pts:
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker=s.marker, color=s.colour,
                     markersize=s.markersize, linestyle="none", markeredgecolor="black",
-                    markeredgewidth=0.5, zorder=3 if s.group == "paper" else 2)
+                    markeredgewidth=0.5, zorder=3 if s.group == "method" else 2)
     ax.set_yticks(range(len(names)), names, fontsize=7.5)
     ax.set_ylim(len(names) - 0.5, -0.5)
     ax.set_xlabel("SQNR (dB)")

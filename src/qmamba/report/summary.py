@@ -49,6 +49,8 @@ def quantize_summary(report: Mapping) -> str:
     if ev.get("limit"):
         subset = f" (subset of {ev['total']:,})"
     lines.append(f"  evaluation  : {ev['images']:,} images from {ev['source']}{subset}")
+    if ev.get("labels"):
+        lines.append(f"  labels      : {ev['labels']['summary']}")
     lines.append(f"  FP          : top-1 {fp['top1']:6.2f}  top-5 {fp['top5']:6.2f}")
     lines.append(f"  quantized   : top-1 {q['top1']:6.2f}  top-5 {q['top5']:6.2f}  "
                  f"({q['top1'] - fp['top1']:+.2f} top-1)")
@@ -71,6 +73,7 @@ def eval_summary(report: Mapping) -> str:
     r, ev = report["result"], report["evaluation"]
     origin = report.get("quantized") or report.get("weights") or ""
     subset = f" (subset of {ev['total']:,})" if ev.get("limit") else ""
-    return (f"{report['model']} {report['setting']} ({origin}): top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}  "
+    line = (f"{report['model']} {report['setting']} ({origin}): top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}  "
             f"on {r['num_images']:,} images from {ev['source']}{subset}  "
             f"[{r['seconds']:.1f} s, {r['ms_per_image']:.2f} ms/image]")
+    return line + (f"\n  {ev['labels']['summary']}" if ev.get("labels") else "")
