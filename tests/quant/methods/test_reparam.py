@@ -92,8 +92,15 @@ def test_blocks_declare_their_pairs(vim_model, vmamba_model):
     vim_pairs = norm_linear_pairs(vim_model.layers[0])
     assert vim_pairs == [(vim_model.layers[0].norm, vim_model.layers[0].mixer.in_proj)]
     for block in vmamba_model.quant_blocks():
-        for norm, linear in norm_linear_pairs(block):
+        pairs = norm_linear_pairs(block)
+        for norm, linear in pairs:
             assert isinstance(norm, nn.LayerNorm) and hasattr(linear, "input_quant")
+        # each pair once: a pair listed twice was folded twice (commit e7abc22 did that to
+        # VMamba's out_norm -> out_proj, declared by SS2D and again by its block), which
+        # left its per-tensor quantizer off the folded tensor's range
+        assert len({(id(n), id(lin)) for n, lin in pairs}) == len(pairs)
+        if hasattr(block, "op"):
+            assert (block.op.out_norm, block.op.out_proj) in pairs
 
 
 @pytest.mark.parametrize("model_name,size", [("vim_model", 28), ("vmamba_model", 32)])
