@@ -10,6 +10,8 @@ import torch.nn as nn
 
 from qmamba.checkpoint.state_dict import SHOW, format_shape, listing, shape_of
 from qmamba.errors import CheckpointError, QMambaError
+from qmamba.models import contract, registry
+from qmamba.models.registry import create_model, list_models
 
 _GUESS_TIME_LIMIT_S = 10.0
 
@@ -17,8 +19,6 @@ _GUESS_TIME_LIMIT_S = 10.0
 def model_label(model: nn.Module) -> str:
     """The registered name of a model built by create_model; else what a timm or user
     model calls itself; else its class name."""
-    from qmamba.models import contract
-
     name = contract.registered_name(model)
     if name is not None:
         return name
@@ -38,8 +38,6 @@ _META_CACHE: dict[tuple[str, int], tuple[nn.Module, dict[str, tuple]] | None] = 
 
 def _meta_model(name: str, create_model) -> tuple[nn.Module, dict[str, tuple]] | None:
     """Registered model `name` built on the meta device, with its state-dict shapes (cached)."""
-    from qmamba.models import registry
-
     key = (name, id(registry._FACTORIES.get(name)))
     if key not in _META_CACHE:
         try:
@@ -63,16 +61,10 @@ def guess_model(sd: Mapping[str, torch.Tensor], exclude: Mapping[str, tuple] | N
     (name, score in [0, 1], exact fit) or None. Models whose signature equals `exclude`
     (the model being loaded) are skipped. Gives up after `time_limit_s`.
     """
-    try:
-        from qmamba.models.registry import create_model, list_models
-    except Exception:  # pragma: no cover - registry always importable in the package
-        return None
     raw = {k: shape_of(v) for k, v in sd.items()}
     best: tuple[str, float, bool] | None = None
     best_rank: tuple = ()
     t0 = time.monotonic()
-    from qmamba.models import contract, registry
-
     # models already built (cached) cost nothing: try them first
     names = sorted(list_models(),
                    key=lambda n: (n, id(registry._FACTORIES.get(n))) not in _META_CACHE)

@@ -21,6 +21,7 @@ from qmamba.checkpoint.state_dict import (
 )
 from qmamba.errors import CheckpointError
 from qmamba.io_utils import atomic_path
+from qmamba.models import contract
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, use_ema: bool = False,
@@ -93,8 +94,6 @@ def _state_dict_of(spath: str, use_ema: bool, allow_unsafe_pickle: bool):
 def _mapped_onto(model: nn.Module, sd: dict, spath: str) -> tuple[dict, list[str]]:
     """The state dict after the model's own checkpoint filter (legacy names, position
     embedding sizes), and what the filter said."""
-    from qmamba.models import contract  # here: qmamba.models imports this package
-
     filt = contract.state_dict_filter(model)
     if filt is None:
         return sd, []

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from qmamba.checkpoint import load_checkpoint
 from qmamba.errors import CheckpointError, QMambaError
 from qmamba.models.data_config import fashion_mnist_data_config
 from qmamba.models.labels import FASHION_MNIST, label_set_for
@@ -123,4 +122,6 @@ def load_builtin_model(name: str) -> nn.Module:
 
 
 def _load_weights(model: nn.Module, path: Path) -> dict:
+    from qmamba.checkpoint import load_checkpoint  # loading needs the models registered first
+
     return load_checkpoint(model, path, strict=True)

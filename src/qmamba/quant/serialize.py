@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from qmamba.errors import CheckpointError
 from qmamba.io_utils import atomic_write
+from qmamba.models import create_model
 from qmamba.models.contract import (
     is_quantized,
     mark_quantized,
@@ -192,8 +193,6 @@ def load_quantized(path: str | os.PathLike) -> nn.Module:
 
 
 def _rebuild(meta: dict, tensors: dict, meta_path: Path, weights_path: Path) -> nn.Module:
-    from qmamba.models import create_model
-
     model = create_model(meta["model"]["name"], **meta["model"]["kwargs"]).eval()
     config = QuantConfig.from_dict(meta["config"])
     _restore_rotations(model, meta.get("rotations", {}), meta_path)  # their tensors load below
