@@ -29,6 +29,7 @@ from qmamba.data import (
     resolve_data_config,
 )
 from qmamba.data.imagefolder import readable_indices
+from qmamba.data.parts import RULES, builtin_part_indices, check_part, folder_part_indices
 from qmamba.errors import ConfigError, DataError
 
 __all__ = ["BUILTIN_DATA", "DataSplit", "calibration_data", "data_loader", "data_workers",
@@ -46,6 +47,7 @@ class DataSplit:
     seed: int | None = None
     skipped: list[str] | None = None  # unreadable images left out (None: none were looked for)
     labels: dict | None = None  # how a folder's labels were assigned (LabelAssignment.to_dict())
+    part: dict | None = None  # which evaluation part (qmamba.data.parts): name, rule, its images
 
     @property
     def num_images(self) -> int:
@@ -56,6 +58,8 @@ class DataSplit:
                "limit": self.limit, "seed": self.seed}
         if self.skipped is not None:
             out["skipped_unreadable"] = {"count": len(self.skipped), "paths": self.skipped[:20]}
+        if self.part is not None:
+            out["part"] = self.part
         if self.labels is not None:
             out["labels"] = self.labels
         return out
@@ -115,32 +119,49 @@ def calibration_data(model: nn.Module, model_name: str, data_dir: str | os.PathL
 
 def evaluation_data(model: nn.Module, model_name: str, data_dir: str | os.PathLike | None,
                     eval_limit: int | None = None, seed: int = 0, skip_corrupt: bool = False, *,
-                    labels: str | None = None, class_map: str | os.PathLike | None = None) -> DataSplit:
-    """The evaluation images: all of them, or with `eval_limit` the first `eval_limit`
-    built-in test images (a fixed subset), or a seeded subset of `eval_limit` images of
-    DIR/val (its files are ordered by class, so a prefix would hold few classes). With
-    `skip_corrupt` (a folder only), the chosen images are decoded first and unreadable
-    ones left out (counted in the report)."""
+                    labels: str | None = None, class_map: str | os.PathLike | None = None,
+                    eval_part: str = "all") -> DataSplit:
+    """The evaluation images of `eval_part` ('all', or the 'tuning' / 'reporting' half:
+    qmamba.data.parts): all of them, or with `eval_limit` the first `eval_limit` built-in
+    test images of the part (a fixed subset), or a seeded subset of `eval_limit` images
+    of the part of DIR/val (its files are ordered by class, so a prefix would hold few
+    classes). With `skip_corrupt` (a folder only), the chosen images are decoded first
+    and unreadable ones left out (counted in the report)."""
+    check_part(eval_part)
     if eval_limit is not None and eval_limit < 1:
         raise ConfigError(f"`eval_limit` must be at least 1, got {eval_limit}")
     if data_dir is None:
         full = _builtin_split(model, model_name, "test")
-        source = f"{BUILTIN_DATA} test images"
-        if eval_limit is not None and eval_limit < len(full):
-            return DataSplit(Subset(full, range(eval_limit)), source, len(full), eval_limit, None)
-        return DataSplit(full, source, len(full), None, None)
+        return _builtin_evaluation(full, eval_limit, eval_part)
     full, source, assigned = _folder(data_dir, "val", model, labels, class_map)
-    subset = eval_limit is not None and eval_limit < len(full)
-    idx = sorted(calibration_indices(len(full), eval_limit, seed)) if subset else None
+    in_part = folder_part_indices([p for p, _ in full.samples], full.root, eval_part)
+    if not in_part:
+        raise DataError(f"the {eval_part} part of {source} holds no image ({len(full):,} in all)")
+    part = {"name": eval_part, "rule": RULES["folder"], "images": len(in_part)}
+    subset = eval_limit is not None and eval_limit < len(in_part)
+    idx = sorted(in_part[k] for k in calibration_indices(len(in_part), eval_limit, seed)) if subset else in_part
     if skip_corrupt:
-        good, skipped = readable_indices(full, idx if subset else range(len(full)))
+        good, skipped = readable_indices(full, idx)
         if not good:
             raise DataError(f"no readable image among the {len(skipped):,} chosen from {source}")
         return DataSplit(Subset(full, good), source, len(full), eval_limit if subset else None,
-                         seed if subset else None, [p for p, _ in skipped], assigned)
-    if subset:
-        return DataSplit(Subset(full, idx), source, len(full), eval_limit, seed, labels=assigned)
-    return DataSplit(full, source, len(full), None, None, labels=assigned)
+                         seed if subset else None, [p for p, _ in skipped], assigned, part)
+    dataset = full if eval_part == "all" and not subset else Subset(full, idx)
+    return DataSplit(dataset, source, len(full), eval_limit if subset else None, seed if subset else None,
+                     labels=assigned, part=part)
+
+
+def _builtin_evaluation(full: Dataset, eval_limit: int | None, eval_part: str) -> DataSplit:
+    """The built-in test images of the part, the first `eval_limit` of them when given."""
+    source = f"{BUILTIN_DATA} test images"
+    indices = builtin_part_indices(len(full), eval_part)
+    part = {"name": eval_part, "rule": RULES["builtin"], "first": indices.start, "images": len(indices)}
+    if eval_limit is not None and eval_limit < len(indices):
+        indices = indices[:eval_limit]
+        return DataSplit(Subset(full, indices), source, len(full), eval_limit, None, part=part)
+    if eval_part == "all":
+        return DataSplit(full, source, len(full), None, None, part=part)
+    return DataSplit(Subset(full, indices), source, len(full), None, None, part=part)
 
 
 def data_workers(data_dir: str | os.PathLike | None, workers: int | None) -> int:
