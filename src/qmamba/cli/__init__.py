@@ -50,6 +50,11 @@ def add_data_args(p: argparse.ArgumentParser, calibration: bool = True) -> None:
     p.add_argument("--eval-limit", type=int, metavar="N",
                    help="evaluate on N images only (built-in data: the first N test images; a "
                         "folder: a seeded subset of N)")
+    p.add_argument("--eval-part", choices=("all", "tuning", "reporting"), default="all",
+                   help="evaluate on all images (default), or on the half kept for choosing "
+                        "settings ('tuning') or the half kept for reporting ('reporting'): built-in "
+                        "data: the first / last 5,000 test images; a folder: by a hash of each "
+                        "image's path (docs/design.md, 'Held-out tuning')")
     p.add_argument("--workers", type=int, metavar="N",
                    help="data-loading processes (default: 0 for built-in data, up to 8 for a folder)")
     p.add_argument("--skip-corrupt-images", action="store_true",

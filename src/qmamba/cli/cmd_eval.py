@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         allow_unsafe_pickle=args.allow_unsafe_pickle, data=args.data, batch_size=args.batch_size,
         device=args.device, eval_limit=args.eval_limit, workers=args.workers, seed=args.seed,
         skip_corrupt_images=args.skip_corrupt_images, labels=args.labels, class_map=args.class_map,
+        eval_part=args.eval_part,
     )
     result = run_eval(job, args.out, args.progress, command_line(args))
     if not dist.is_main():  # torchrun: rank 0 reports

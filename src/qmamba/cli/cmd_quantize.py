@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, eval_limit=args.eval_limit, workers=args.workers,
         overrides=tuple(args.overrides),
         skip_corrupt_images=args.skip_corrupt_images, labels=args.labels, class_map=args.class_map,
+        eval_part=args.eval_part,
     )
     config = job.config()  # validate bits / recipe before choosing the folder name
     out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{config.recipe}-{config.setting}"

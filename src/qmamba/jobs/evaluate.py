@@ -46,6 +46,7 @@ class EvalJob:
     skip_corrupt_images: bool = False
     labels: str | None = None  # a folder's labels: "names" (default) or "sorted" (qmamba.data.labels)
     class_map: str | None = None  # a JSON / CSV file: class folder -> class index or name
+    eval_part: str = "all"  # all | tuning | reporting (qmamba.data.parts)
 
 
 @dataclass
@@ -71,7 +72,7 @@ def run_eval(job: EvalJob, out: str | os.PathLike | None = None, progress: Progr
         raise QMambaError(f"`out` {str(out)!r} is a folder: give the path of the JSON file to write")
     net, name, desc = _load(job, progress)
     test = evaluation_data(net, name, job.data, job.eval_limit, job.seed, job.skip_corrupt_images,
-                           labels=job.labels, class_map=job.class_map)
+                           labels=job.labels, class_map=job.class_map, eval_part=job.eval_part)
     net = net.to(device).eval()
     with deterministic(job.seed):
         result = evaluate_split(net, test, job.batch_size, device, progress, f"evaluating {name} {desc['setting']}",

@@ -70,6 +70,7 @@ class QuantizeJob:
     skip_corrupt_images: bool = False
     labels: str | None = None  # a folder's labels: "names" (default) or "sorted" (qmamba.data.labels)
     class_map: str | None = None  # a JSON / CSV file: class folder -> class index or name
+    eval_part: str = "all"  # all | tuning | reporting (qmamba.data.parts)
 
     def config(self) -> QuantConfig:
         """The recipe's config at these bits, with `calib_size`, `seed` and `overrides`."""
@@ -139,7 +140,8 @@ def _prepare(job: QuantizeJob, out_dir: str | os.PathLike | None, progress: Prog
         # torchrun: rank 0 calibrates (see qmamba.dist), so only it reads those images
         calib = None if config.is_float or not dist.is_main() else calibration_data(
             lm.model, lm.name, job.data, config.calib_size, config.seed, skip, **names)
-        test = evaluation_data(lm.model, lm.name, job.data, job.eval_limit, config.seed, skip, **names)
+        test = evaluation_data(lm.model, lm.name, job.data, job.eval_limit, config.seed, skip,
+                               eval_part=job.eval_part, **names)
     return _Inputs(job, config, device, workers, out, lm, calib, test)
 
 
