@@ -41,7 +41,8 @@ def test_demo_writes_three_files(tiny_builtin, run_cli, tmp_path):
     assert results["eval"]["limit"] == 32 and results["command"].startswith("qmamba demo")
     assert results["models"][tiny_builtin]["fp"]["top1"] == rows[0]["top1"]
     md = (out / "results.md").read_text()
-    assert "| recipe | W8A8 |" in md and "| minmax |" in md and "first 32 of the 10,000" in md
+    assert "| recipe | W8A8 |" in md and "| minmax |" in md and "first 32 of the 5,000 reporting images" in md
+    assert results["eval"]["part"]["name"] == "reporting" and results["eval"]["part"]["first"] == 5000
     assert (out / "accuracy_vs_bits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| minmax |" in stdout
 

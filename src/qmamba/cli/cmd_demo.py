@@ -38,11 +38,17 @@ def register(subparsers) -> None:
                    help=f"default: {' '.join(DEMO_SETTINGS)}, each recipe only at those it is "
                         f"registered with ({_registered_settings()}); given, every recipe runs at these")
     p.add_argument("--eval-limit", type=int, default=DEMO_EVAL_LIMIT, metavar="N",
-                   help=f"evaluate on the first N built-in test images (default {DEMO_EVAL_LIMIT}; "
-                        "0 = all 10,000)")
+                   help=f"evaluate on the first N images of --eval-part (default {DEMO_EVAL_LIMIT}; "
+                        "0 = all of them)")
+    p.add_argument("--eval-part", choices=("reporting", "tuning", "all"), default="reporting",
+                   help="which built-in test images: the reporting half (default: the last 5,000, "
+                        "on which no default was chosen), the tuning half or all 10,000")
     p.add_argument("--calib-size", type=int, default=DEMO_CALIB_SIZE, metavar="N",
                    help=f"calibration images from the built-in training bundle (default {DEMO_CALIB_SIZE})")
-    p.add_argument("--seed", type=int, default=0, metavar="S")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
+                   help="calibration seeds; each recipe and setting runs once per seed and the table "
+                        "shows mean ± standard deviation (default: 0)")
+    p.add_argument("--seed", type=int, dest="seed_alias", metavar="S", help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, default=256, metavar="B")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default), cuda or auto")
     p.add_argument("--search-samples", type=int, default=DEMO_SEARCH_SAMPLES, metavar="N",
@@ -61,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_limit is not None and args.eval_limit < 0:
         from qmamba.errors import ConfigError
 
-        raise ConfigError(f"--eval-limit must be >= 0 (0 = all test images), got {args.eval_limit}")
+        raise ConfigError(f"--eval-limit must be >= 0 (0 = all images of --eval-part), got {args.eval_limit}")
     given = args.settings is not None
     job = DemoJob(models=args.models, recipes=args.recipes, settings=args.settings if given else DEMO_SETTINGS,
                   recipe_settings=not given,
-                  eval_limit=args.eval_limit or None, calib_size=args.calib_size, seed=args.seed,
+                  eval_limit=args.eval_limit or None, eval_part=args.eval_part, calib_size=args.calib_size,
+                  seeds=[args.seed_alias] if args.seed_alias is not None else args.seeds,
                   batch_size=args.batch_size, device=args.device,
                   search_samples=args.search_samples)
     results = run_demo(job, args.out, args.progress, command_line(args)).report

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from qmamba.data.parts import check_part
 from qmamba.determinism import deterministic
 from qmamba.errors import ConfigError
 from qmamba.eval import EvalResult
@@ -27,10 +28,11 @@ from qmamba.jobs.models import LoadedModel, builtin_model_names, load_model
 from qmamba.jobs.outputs import check_out_dir
 from qmamba.jobs.reporting import versions
 from qmamba.models.registry import resolve_name
-from qmamba.quant.config import QuantConfig
+from qmamba.quant.config import QuantConfig, check_seed
 from qmamba.quant.recipes import get_recipe, list_recipes
 from qmamba.report.plots import plot_accuracy_vs_bits
 from qmamba.report.progress import Progress
+from qmamba.report.seeds import summarize_rows
 from qmamba.report.tables import demo_markdown
 from qmamba.report.writers import dumps
 
@@ -65,15 +67,16 @@ class DemoJob:
     # a recipe registered with demo_settings (most literature baselines, to keep the demo
     # short) runs only at those of `settings`; False: every recipe at every setting
     recipe_settings: bool = True
-    eval_limit: int | None = DEMO_EVAL_LIMIT  # None or 0: the whole test set
+    eval_limit: int | None = DEMO_EVAL_LIMIT  # None or 0: every image of `eval_part`
+    eval_part: str = "reporting"  # the held-out half no default was chosen on (qmamba.data.parts)
     calib_size: int = DEMO_CALIB_SIZE
-    seed: int = 0
+    seeds: Sequence[int] = (0,)  # calibration seeds: each recipe x setting runs once per seed
     batch_size: int = 256
     device: str = "cpu"
     search_samples: int | None = DEMO_SEARCH_SAMPLES  # None: the recipe's own
 
-    def config(self, recipe: str, w_bits: int, a_bits: int) -> QuantConfig:
-        cfg = QuantConfig.from_recipe(recipe, w_bits, a_bits, calib_size=self.calib_size, seed=self.seed)
+    def config(self, recipe: str, w_bits: int, a_bits: int, seed: int = 0) -> QuantConfig:
+        cfg = QuantConfig.from_recipe(recipe, w_bits, a_bits, calib_size=self.calib_size, seed=seed)
         if self.search_samples is not None and cfg.search.enabled:
             cfg = cfg.replace(**{"search.samples": self.search_samples})
         return cfg
@@ -103,6 +106,11 @@ class DemoJob:
             value = getattr(self, param)
             if value is not None and value < 1:
                 raise ConfigError(f"`{param}` must be at least 1, got {value}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"`seeds` must be distinct calibration seeds, at least one; got {list(self.seeds)}")
+        for seed in self.seeds:
+            check_seed(seed, "`seeds`")
+        check_part(self.eval_part)
         return self._models(), recipes, settings
 
     def _models(self) -> list[str]:
@@ -128,9 +136,8 @@ class DemoResult:
 class _ModelData:
     """One built-in model with its calibration and test images in memory."""
     loaded: LoadedModel
-    calib: DataSplit
+    calib: DataSplit  # of the first seed (the results' description)
     test: DataSplit
-    calib_images: list[torch.Tensor]
     test_batches: list[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -143,13 +150,12 @@ def run_demo(job: DemoJob, out_dir: str | os.PathLike, progress: Progress | None
     models, recipes, settings = job.plan()
     device = resolve_device(job.device)
     out = check_out_dir(out_dir, DEMO_FILES)
-    configs = {(r, s): job.config(r, w, a) for r in recipes if r != "fp" for s, w, a in settings
-               if job.runs_setting(r, s)}
-    total = len(models) * (1 + len(configs))
+    configs = [(r, s, w, a) for r in recipes if r != "fp" for s, w, a in settings if job.runs_setting(r, s)]
+    total = len(models) * (1 + len(configs) * len(job.seeds))
     rows: list[dict] = []
     model_info: dict[str, dict] = {}
     data = None
-    with deterministic(job.seed), progress.stage("demo runs", total=total, unit="run") as runs:
+    with deterministic(job.seeds[0]), progress.stage("demo runs", total=total, unit="run") as runs:
         for name in models:
             progress.context = f"run {runs.done + 1} of {total} ({name})"
             data = _load_model_data(name, job, progress)
@@ -159,12 +165,15 @@ def run_demo(job: DemoJob, out_dir: str | os.PathLike, progress: Progress | None
             model_info[name] = {"weights": data.loaded.weights, "fp": result_dict(fp),
                                 "metadata": data.loaded.load_info.get("metadata", {})}
             if "fp" in recipes:
-                rows.append(_demo_row(name, QuantConfig.from_recipe("fp", seed=job.seed), fp, 0, fp.seconds))
+                rows.append(_demo_row(name, QuantConfig.from_recipe("fp"), fp, 0, fp.seconds))
             runs.update(1)
-            for (recipe, setting), config in configs.items():
-                progress.context = f"run {runs.done + 1} of {total} ({name} {recipe} {setting})"
-                rows.append(_recipe_run(name, model, config, data, job, device, progress, fp))
-                runs.update(1)
+            for seed in job.seeds:
+                calib_images = _calibration_images(name, data, job, seed, progress)
+                for recipe, setting, w, a in configs:
+                    progress.context = f"run {runs.done + 1} of {total} ({name} {recipe} {setting} seed {seed})"
+                    config = job.config(recipe, w, a, seed)
+                    rows.append(_recipe_run(name, model, config, data, calib_images, job, device, progress, fp))
+                    runs.update(1)
     progress.context = "writing the results"
     results = _results(job, command, time.time() - start, device, model_info, recipes, settings, data, rows)
     _write(results, out, progress)
@@ -174,31 +183,39 @@ def run_demo(job: DemoJob, out_dir: str | os.PathLike, progress: Progress | None
 def _load_model_data(name: str, job: DemoJob, progress: Progress) -> _ModelData:
     with progress.stage(f"loading {name}"):
         lm = load_model(name)
-        calib = calibration_data(lm.model, name, None, job.calib_size, job.seed)
-        test = evaluation_data(lm.model, name, None, job.eval_limit or None)
-        calib_images = [x for x, _ in materialize(calib, job.batch_size)]
+        calib = calibration_data(lm.model, name, None, job.calib_size, job.seeds[0])
+        test = evaluation_data(lm.model, name, None, job.eval_limit or None, eval_part=job.eval_part)
         test_batches = materialize(test, job.batch_size)
-    return _ModelData(lm, calib, test, calib_images, test_batches)
+    return _ModelData(lm, calib, test, test_batches)
 
 
-def _recipe_run(name: str, model: nn.Module, config: QuantConfig, data: _ModelData, job: DemoJob,
-                device: torch.device, progress: Progress, fp: EvalResult) -> dict:
-    """Calibrate and evaluate one recipe at one setting: its row of results.json."""
-    tag = f"{name} {config.recipe} {config.setting}"
+def _calibration_images(name: str, data: _ModelData, job: DemoJob, seed: int, progress: Progress
+                        ) -> list[torch.Tensor]:
+    """The calibration images of one seed (a seeded subset of the training images)."""
+    with progress.stage(f"{name} calibration images, seed {seed}"):
+        calib = calibration_data(data.loaded.model, name, None, job.calib_size, seed)
+        return [x for x, _ in materialize(calib, job.batch_size)]
+
+
+def _recipe_run(name: str, model: nn.Module, config: QuantConfig, data: _ModelData,
+                calib_images: list[torch.Tensor], job: DemoJob, device: torch.device, progress: Progress,
+                fp: EvalResult) -> dict:
+    """Calibrate and evaluate one recipe at one setting and seed: its row of results.json."""
+    tag = f"{name} {config.recipe} {config.setting} seed {config.seed}"
     t0 = time.time()
-    qmodel = calibrate(model, config, calibration_batches(data.calib_images, job.batch_size, config),
+    qmodel = calibrate(model, config, calibration_batches(calib_images, job.batch_size, config),
                        device, progress, f"{tag} calibration")
     res = evaluate_split(qmodel, data.test, job.batch_size, device, progress, f"{tag} evaluation",
                          batches=data.test_batches)
     calib_images = int(qmodel.qmamba_info.get("calibration_images", job.calib_size))
     row = _demo_row(name, qmodel.qmamba_config, res, calib_images, time.time() - t0)
-    progress.message(f"{name:<14} {config.recipe:<15} {config.setting:<5} top-1 {res.top1:6.2f}  "
-                     f"(FP {fp.top1:.2f}, {time.time() - t0:.0f} s)")
+    progress.message(f"{name:<14} {config.recipe:<15} {config.setting:<5} seed {config.seed}  top-1 "
+                     f"{res.top1:6.2f}  (FP {fp.top1:.2f}, {time.time() - t0:.0f} s)")
     return row
 
 
 def _demo_row(model: str, config: QuantConfig, res: EvalResult, calib_images: int, seconds: float) -> dict:
-    return {"model": model, "recipe": config.recipe, "setting": config.setting,
+    return {"model": model, "recipe": config.recipe, "setting": config.setting, "seed": config.seed,
             "w_bits": config.w_bits, "a_bits": config.a_bits, "top1": res.top1, "top5": res.top5,
             "calib_images": calib_images, "eval_images": res.num_images,
             "seconds": round(seconds, 2), "config": config.to_dict()}
@@ -221,10 +238,12 @@ def _results(job: DemoJob, command: str | None, seconds: float, device: torch.de
         "settings": [s for s, _, _ in settings],
         "eval": {"source": eval_desc.get("source", f"{BUILTIN_DATA} test images"),
                  "num_images": eval_desc.get("images", 0), "total": eval_desc.get("total"),
-                 "limit": eval_desc.get("limit"), "subset": "first N" if eval_desc.get("limit") else None},
-        "calibration": {"source": calib_desc.get("source"), "images": job.calib_size, "seed": job.seed,
+                 "limit": eval_desc.get("limit"), "subset": "first N" if eval_desc.get("limit") else None,
+                 "part": eval_desc.get("part")},
+        "calibration": {"source": calib_desc.get("source"), "images": job.calib_size, "seeds": list(job.seeds),
                         "search_samples": job.search_samples},
         "rows": rows,
+        "summary": summarize_rows(rows),
     }
 
 

@@ -24,6 +24,7 @@ OBSERVERS = ("minmax", "percentile", "mse")
 A_GRIDS = ("uniform", "ltsq")
 H_CHANNEL_MODES = ("tensor", "channel")
 H_GROUP_MODES = ("equal", "dp")
+LTSQ_SCALES = ("max", "mse")
 
 
 def validate_bits(bits: Any, what: str = "bit width", allow_none: bool = False) -> int | None:
@@ -64,6 +65,10 @@ class SSMQuantConfig:
     ltsq_alpha: float = 0.5  # skewness test: use LtSQ when the median exceeds alpha (A_bar)
     ltsq_b_ratio: float = 0.1  # B: use LtSQ when median(|x|) < ratio * max(|x|) (long tail)
     ltsq_base: float = 2.0  # 2 or sqrt(2)
+    # LtSQ's scale before the block search clips it: "max" (the calibrated extreme: max
+    # 1 - A_bar, max |B_bar u|, max |delta|) or "mse" (qmamba.quant.methods.ltsq's search of
+    # multiples 2^(k/4) of it, least squared error on the calibration samples)
+    ltsq_scale: str = "max"
     b_includes_u: bool = True  # quantize B_bar*u (True) or B_bar alone
     h_groups: int = 1  # TGQ: number of time groups (1 = per tensor); 0 = one per step
     h_group_mode: str = "equal"  # equal | dp (boundaries by dynamic programming)
@@ -197,6 +202,7 @@ class QuantConfig:
         _check_choice(self.ssm.delta_grid, A_GRIDS, "delta grid")
         _check_choice(self.ssm.h_group_mode, H_GROUP_MODES, "TGQ group mode")
         _check_choice(self.ssm.h_channel, H_CHANNEL_MODES, "TGQ channel mode")
+        _check_choice(self.ssm.ltsq_scale, LTSQ_SCALES, "LtSQ scale")
         if self.ssm.ltsq_base not in (2.0, 2.0**0.5):
             raise ConfigError(f"LtSQ log base must be 2 or sqrt(2), got {self.ssm.ltsq_base}")
         if self.ssm.h_groups < 0:

@@ -50,14 +50,20 @@ def inputs(model: str) -> torch.Tensor:
     return torch.randn(4, 1, SIZES[model], SIZES[model], generator=g)
 
 
-def calibrate_case(case: tuple, quantize, config_cls):
-    """The quantized model of one case, calibrated by `quantize` (the engine under test)."""
-    _, model_name, recipe, w, a, overrides = case
-    model = tiny_vim() if model_name == "vim" else tiny_vmamba()
+def case_config(case: tuple, config_cls):
+    """The config of one case, from its recipe as the recipe stood when this ran."""
+    _, _, recipe, w, a, overrides = case
     config = config_cls.from_recipe(recipe, w, a, calib_size=16, seed=0, **overrides)
     if config.search.enabled:
         config = config.replace(**{"search.samples": 8})
-    return quantize(model, config, image_loader(16, SIZES[model_name]))
+    return config
+
+
+def calibrate_case(case: tuple, quantize, config):
+    """The quantized model of one case under `config`, calibrated by `quantize` (the
+    engine under test)."""
+    model = tiny_vim() if case[1] == "vim" else tiny_vmamba()
+    return quantize(model, config, image_loader(16, SIZES[case[1]]))
 
 
 def main() -> None:
@@ -70,7 +76,7 @@ def main() -> None:
 
     logits = {}
     for case in CASES:
-        qmodel = calibrate_case(case, quantize, QuantConfig)
+        qmodel = calibrate_case(case, quantize, case_config(case, QuantConfig))
         save_quantized(qmodel, HERE / case[0])
         with torch.no_grad():
             logits[case[0]] = qmodel(inputs(case[1])).contiguous()

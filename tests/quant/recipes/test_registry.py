@@ -22,8 +22,38 @@ def test_recipes_are_listed_by_group_then_name():
     keys = [(GROUPS.index(get_recipe(n).group), n) for n in names]
     assert keys == sorted(keys) and len(set(names)) == len(names)
     assert list_recipes("method") == ("qmamba",)
-    assert list_recipes("ablation") == ("qmamba_no_ltsq", "qmamba_no_tgq")
-    assert set(list_recipes("literature")) >= {"ptq4vm", "quamba", "mambaquant", "ptq4vit", "repq_vit", "qvlm"}
+    assert list_recipes("ablation") == ("qmamba_base", "qmamba_no_ltsq", "qmamba_no_tgq")
+    literature = list_recipes("literature")
+    assert set(literature) >= {"ptq4vm", "quamba", "mambaquant", "ptq4vit", "repq_vit", "qvlm"}
+    assert list_recipes("on_base") == tuple(f"{name}+base" for name in literature)
+
+
+def test_the_ablations_are_the_strong_base_plus_ltsq_and_or_tgq():
+    def fields(name):
+        cfg = QuantConfig.from_recipe(name, 4, 4)
+        return cfg.ssm.a_grid, cfg.ssm.b_grid, cfg.ssm.delta_grid, cfg.ssm.h_groups
+
+    assert fields("qmamba_base") == ("uniform", "uniform", "uniform", 1)
+    assert fields("qmamba_no_tgq") == ("ltsq", "ltsq", "ltsq", 1)
+    assert fields("qmamba_no_ltsq") == ("uniform", "uniform", "uniform", 8)
+    assert fields("qmamba") == ("ltsq", "ltsq", "ltsq", 8)
+    base = QuantConfig.from_recipe("qmamba_base", 4, 4).to_dict()
+    for name in ("qmamba", "qmamba_no_ltsq", "qmamba_no_tgq"):
+        other = QuantConfig.from_recipe(name, 4, 4).to_dict()
+        assert {k: v for k, v in other.items() if k not in ("recipe", "ssm")} == \
+            {k: v for k, v in base.items() if k not in ("recipe", "ssm")}
+
+
+@pytest.mark.parametrize("name", list_recipes("literature"))
+def test_a_baseline_on_the_base_keeps_its_own_fields_and_gets_the_base(name):
+    published, on_base = QuantConfig.from_recipe(name, 4, 4), QuantConfig.from_recipe(f"{name}+base", 4, 4)
+    assert on_base.recipe == f"{name}+base" and get_recipe(f"{name}+base").group == "on_base"
+    assert on_base.act.observer == "mse" and on_base.search.enabled and on_base.role_bits == {}
+    assert (on_base.ssm.h_channel, on_base.ssm.h_per_state, on_base.ssm.h_groups) == ("channel", True, 1)
+    assert on_base.outlier == published.outlier and on_base.vit_ptq == published.vit_ptq
+    assert on_base.tune == published.tune and on_base.act.per_token == published.act.per_token
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        get_recipe("qmamba+base")  # only the literature baselines have +base variants
 
 
 @pytest.mark.parametrize("name", list_recipes())

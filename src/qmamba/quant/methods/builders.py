@@ -9,7 +9,12 @@ from __future__ import annotations
 import torch
 
 from qmamba.quant.config import SSMQuantConfig
-from qmamba.quant.methods.ltsq import skewness_test, skewness_test_signed
+from qmamba.quant.methods.ltsq import (
+    ltsq_params_a_bar,
+    ltsq_params_signed,
+    skewness_test,
+    skewness_test_signed,
+)
 from qmamba.quant.methods.tgq import tgq_quantizer
 from qmamba.quant.primitives import choose_qparams, log1m_qrange, log_signed_qrange, qrange
 from qmamba.quant.quantizers import LogQuantizer, ScanQuantizer, UniformQuantizer, WeightQuantizer
@@ -59,6 +64,8 @@ def delta_quantizer(obs, bits: int, cfg: SSMQuantConfig, clip: float = 1.0, symm
     xmin, xmax = obs.range(bits)
     if cfg.delta_grid == "ltsq" and skewness_test_signed(obs.samples(), cfg.ltsq_b_ratio):
         peak = torch.maximum(xmax.abs(), xmin.abs()).amax()
+        if cfg.ltsq_scale == "mse":
+            peak = ltsq_params_signed(obs.samples(), bits, cfg.ltsq_base).scale
         return LogQuantizer(peak * clip, bits, cfg.ltsq_base)
     return act_quantizer(xmin, xmax, bits, clip, symmetric=symmetric)
 
@@ -70,7 +77,10 @@ def a_bar_quantizer(obs, bits: int, cfg: SSMQuantConfig, clip: float = 1.0) -> S
     hi = float(obs.step_max.max())
     one = torch.ones(1, 1, 1)
     if cfg.a_grid == "ltsq" and skewness_test(obs.samples, cfg.ltsq_alpha):
-        s = min(1.0, max(1.0 - lo, 1e-12) * clip)
+        s0 = max(1.0 - lo, 1e-12)
+        if cfg.ltsq_scale == "mse":
+            s0 = float(ltsq_params_a_bar(obs.samples, bits, cfg.ltsq_base).scale)
+        s = min(1.0, s0 * clip)
         return ScanQuantizer("log1m", bits, one * s, None, *log1m_qrange(bits), base=cfg.ltsq_base)
     # uniform: clip towards 1, where A_bar crowds
     lo_c = hi - (hi - lo) * clip
@@ -86,6 +96,8 @@ def b_bar_quantizer(obs, bits: int, cfg: SSMQuantConfig, clip: float = 1.0) -> S
     peak = max(abs(lo), abs(hi), 1e-12)
     one = torch.ones(1, 1, 1)
     if cfg.b_grid == "ltsq" and skewness_test_signed(obs.samples, cfg.ltsq_b_ratio):
+        if cfg.ltsq_scale == "mse":
+            peak = float(ltsq_params_signed(obs.samples, bits, cfg.ltsq_base).scale)
         # one bit is the sign; the top magnitude code means exactly 0
         return ScanQuantizer(
             "log_signed", bits, one * peak * clip, None, *log_signed_qrange(bits), base=cfg.ltsq_base,

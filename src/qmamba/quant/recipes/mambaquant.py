@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from qmamba.quant.recipes.quamba import SCAN_STATE_IN_FLOAT
 from qmamba.quant.recipes.registry import register_recipe
 
 if TYPE_CHECKING:
@@ -54,8 +55,10 @@ def mambaquant(cfg: QuantConfig) -> None:
     - quantizers: per-tensor static asymmetric min/max activations; per-output-channel
       weights with the clipping searched per channel (`weight.observer = "mse"`, data
       free) standing in for the GPTQ the paper uses at 4-bit weights. The paper's
-      rotations of the scan's C/h matmul are not reproduced: our scan points are
-      quantized inside the recurrence, per tensor.
+      rotations of the scan's C/h matmul are not reproduced.
+    - the scan as the paper's kernel runs it: inputs and output quantized, the in-loop
+      A_bar, B_bar u and h in floating point (`role_bits`, as `quamba`); the tables mark
+      it. `mambaquant+base` quantizes them like every recipe on the strong base.
     """
     cfg.weight.observer = "mse"
     cfg.act.observer = "minmax"
@@ -63,3 +66,4 @@ def mambaquant(cfg: QuantConfig) -> None:
     cfg.outlier.hadamard_out_proj = True
     cfg.outlier.smooth_alpha = 0.5
     cfg.outlier.hadamard_inner = True
+    cfg.role_bits = dict(SCAN_STATE_IN_FLOAT)

@@ -26,7 +26,7 @@ def vmamba_alpha(cfg: QuantConfig, model: nn.Module) -> QuantConfig:
 @register_recipe(
     "ptq4vm",
     group="literature",
-    summary="PTQ4VM: per-token static activation scales, SmoothQuant smoothing (JLSS: --set tune.jlss=true)",
+    summary="PTQ4VM: per-token static activation scales, SmoothQuant smoothing, JLSS block-wise tuning",
     adapt=vmamba_alpha,
 )
 def ptq4vm(cfg: QuantConfig) -> None:
@@ -35,9 +35,11 @@ def ptq4vm(cfg: QuantConfig) -> None:
     Implemented: static per-token scales of the Linear inputs (one range per token
     position, `act.per_token`), SmoothQuant-style smoothing of every Linear input with
     alpha 0.5 (Vim) / 0.65 (VMamba) (`act.smoothing_alpha`, qmamba.quant.methods.smoothing),
-    per-channel min/max weights. Its block-wise joint tuning of smoothing factors and step
-    sizes (JLSS, qmamba.quant.methods.jlss) is off by default (`tune.jlss=true` adds it).
+    per-channel min/max weights, and its block-wise joint tuning of the smoothing factors
+    and step sizes (JLSS, qmamba.quant.methods.jlss: Adam on 1 - cosine to the float
+    block output, `tune.*`). `--set tune.jlss=false` leaves the tuning out.
     """
     cfg.weight.observer = "minmax"
     cfg.act.per_token = True
     cfg.act.smoothing_alpha = VIM_ALPHA
+    cfg.tune.jlss = True

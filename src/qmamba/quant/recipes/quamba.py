@@ -9,6 +9,11 @@ from qmamba.quant.recipes.registry import register_recipe
 if TYPE_CHECKING:
     from qmamba.quant.config import QuantConfig
 
+# The scan's in-loop points, which Quamba's and MambaQuant's scan kernels keep in
+# floating point (their inputs u, delta, B, C and output y are quantized; the recurrence
+# over A_bar, B_bar u and h runs in fp16/fp32 inside the fused kernel).
+SCAN_STATE_IN_FLOAT = {"ssm.A": None, "ssm.B": None, "ssm.h": None}
+
 
 @register_recipe(
     "quamba",
@@ -43,9 +48,12 @@ def quamba(cfg: QuantConfig) -> None:
       orthogonal matrix where none exists;
     - weights: the engine's per-output-channel symmetric min/max quantizer (Quamba's
       8-bit weights are per tensor; per channel is what every baseline here uses);
+    - the scan as the paper runs it: its inputs (u, delta, C) and output y quantized,
+      the in-loop A_bar, B_bar u and h in floating point (`role_bits`); so at "W4A4" this
+      recipe keeps the scan's state in float, which the tables mark. `quamba+base`
+      quantizes them like every recipe on the strong base.
     - adapted to vision SSMs: the same transforms in each Vim direction and in VMamba's
-      4-direction SS2D; the scan-internal points get uniform per-tensor min/max scales
-      (see the module docstring); patch embedding and head at `first_last_bits`.
+      4-direction SS2D; patch embedding and head at `first_last_bits`.
     The paper is 8-bit only; the lower settings of the table use the same recipe.
     """
     cfg.weight.observer = "minmax"
@@ -53,3 +61,4 @@ def quamba(cfg: QuantConfig) -> None:
     cfg.outlier.u_percentile = 99.999
     cfg.outlier.act_symmetric = True
     cfg.outlier.hadamard_out_proj = True
+    cfg.role_bits = dict(SCAN_STATE_IN_FLOAT)

@@ -13,6 +13,11 @@ this package and registers itself:
 Every module of `qmamba.quant.recipes` is imported when the registry is first read, so
 adding a recipe is adding one file. Every list of recipe names (CLI choices and help, the
 demo, the benchmark targets) comes from `list_recipes()`.
+
+Every literature baseline `X` also exists as `X+base` (group `on_base`): `X`'s own
+mechanisms on the strong base (`qmamba.quant.recipes.base`: the machinery `qmamba` uses
+that is no paper's contribution), so a table can show each baseline as its paper
+publishes it and on the same footing as QMamba.
 """
 from __future__ import annotations
 
@@ -31,7 +36,9 @@ if TYPE_CHECKING:
     from qmamba.quant.config import QuantConfig
 
 # The groups, in the order tables list them.
-GROUPS = ("float", "baseline", "method", "ablation", "literature")
+GROUPS = ("float", "baseline", "method", "ablation", "literature", "on_base")
+BASE_SUFFIX = "+base"
+BASE_RECIPE = "qmamba_base"  # whose configure is the strong base
 
 
 @dataclass(frozen=True)
@@ -85,17 +92,38 @@ def _load_all() -> None:
 
 
 def list_recipes(group: str | None = None) -> tuple[str, ...]:
-    """Recipe names, by group (GROUPS order), then by name; only `group`'s when given."""
+    """Recipe names, by group (GROUPS order), then by name; only `group`'s when given.
+    The `X+base` variants of the literature baselines are listed in group `on_base`."""
     _load_all()
     if group is not None and group not in GROUPS:
         raise ValueError(f"unknown recipe group {group!r} (one of {GROUPS})")
-    ordered = sorted(_RECIPES.values(), key=lambda r: (GROUPS.index(r.group), r.name))
+    on_base = [_on_base(r) for r in _RECIPES.values() if r.group == "literature"]
+    ordered = sorted([*_RECIPES.values(), *on_base], key=lambda r: (GROUPS.index(r.group), r.name))
     return tuple(r.name for r in ordered if group is None or r.group == group)
+
+
+def _on_base(stem: Recipe) -> Recipe:
+    """`stem` on the strong base: its own fields first, then the base's (which quantizes
+    every point and adds MSE observers, the block search and the h layout)."""
+    base = _RECIPES[BASE_RECIPE]
+
+    def configure(cfg: QuantConfig) -> None:
+        stem.configure(cfg)
+        base.configure(cfg)
+
+    configure.__doc__ = f"{stem.name} on the strong base (qmamba.quant.recipes.base)."
+    configure.__module__ = stem.configure.__module__
+    return Recipe(stem.name + BASE_SUFFIX, configure, "on_base", f"{stem.summary}; on the strong base",
+                  stem.adapt, stem.demo_settings)
 
 
 def get_recipe(name: Any) -> Recipe:
     """The recipe called `name`; ConfigError with the closest names otherwise."""
     _load_all()
+    if isinstance(name, str) and name.endswith(BASE_SUFFIX):
+        stem = _RECIPES.get(name[: -len(BASE_SUFFIX)])
+        if stem is not None and stem.group == "literature":
+            return _on_base(stem)
     if name not in _RECIPES:
         names = list_recipes()
         close = difflib.get_close_matches(str(name), names, n=2, cutoff=0.4)
