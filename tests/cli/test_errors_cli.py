@@ -48,7 +48,7 @@ def test_more_bad_bit_widths(run_cli, bits):
     rc, _, err = run_cli("quantize", "--model", "vim_tiny", "--method", "minmax", "--w-bits", "8",
                          "--a-bits", bits, "--no-progress")
     line = _one_error_line(err)
-    assert rc == 2 and "a_bits" in line and "[2, 16]" in line
+    assert rc == 2 and "--a-bits" in line and "[2, 16]" in line
 
 
 def test_calibration_size_larger_than_the_data(run_cli, tiny_name, tiny_checkpoint, tmp_path):

@@ -49,7 +49,7 @@ def test_python_dash_m_entry_point(monkeypatch, capsys):
         runpy.run_module("qmamba", run_name="__main__")
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert _one_error_line(err).startswith("error: w_bits: bit width must be an integer in [2, 16]")
+    assert _one_error_line(err).startswith("error: --w-bits: bit width must be an integer in [2, 16]")
 
 
 def test_console_script_declared():
@@ -70,7 +70,7 @@ def test_bad_bits(run_cli, bits, expect):
                            "--w-bits", bits, "--a-bits", "8", "--no-progress")
     assert rc == 2 and out == ""
     line = _one_error_line(err)
-    assert "w_bits" in line and "[2, 16]" in line and expect in line
+    assert "--w-bits" in line and "[2, 16]" in line and expect in line
 
 
 def test_unknown_model_suggests(run_cli, tmp_path):

@@ -39,7 +39,9 @@ def test_report_fields(quantized_run, tiny_name, tiny_checkpoint):
         assert report[key]["num_images"] == 32
         assert 0 <= report[key]["top1"] <= report[key]["top5"] <= 100
     assert report["evaluation"] == {"source": "built-in Fashion-MNIST test images", "images": 32,
-                                    "total": 10000, "limit": 32, "seed": None}
+                                    "total": 10000, "limit": 32, "seed": None,
+                                    "part": {"name": "all", "first": 0, "images": 10000,
+                                             "rule": report["evaluation"]["part"]["rule"]}}
     points = report["points"]
     assert points and all({"role", "bits"} <= set(p) for p in points.values())
     assert {p["role"] for p in points.values()} >= {"weight", "linear_input", "ssm.h"}

@@ -181,8 +181,8 @@ class QuantConfig:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        self.w_bits = validate_bits(self.w_bits, "w_bits", allow_none=True)
-        self.a_bits = validate_bits(self.a_bits, "a_bits", allow_none=True)
+        self.w_bits = validate_bits(self.w_bits, "`w_bits`", allow_none=True)
+        self.a_bits = validate_bits(self.a_bits, "`a_bits`", allow_none=True)
         self.first_last_bits = validate_bits(self.first_last_bits, "first_last_bits", allow_none=True)
         if not isinstance(self.role_bits, dict):
             raise ConfigError(f"role_bits must be a mapping of role to bits, got {self.role_bits!r}")
@@ -223,8 +223,8 @@ class QuantConfig:
             raise ConfigError(f"search.min_gain must be in [0, 1), got {self.search.min_gain}")
         self.vit_ptq.validate()
         if self.calib_size < 1:
-            raise ConfigError(f"calib_size must be at least 1, got {self.calib_size}")
-        check_seed(self.seed)
+            raise ConfigError(f"`calib_size` must be at least 1, got {self.calib_size}")
+        check_seed(self.seed, "`seed`")
         if self.version != CONFIG_VERSION:
             raise ConfigError(f"config version {self.version} is not supported (this is {CONFIG_VERSION})")
         self.outlier.validate()
