@@ -40,6 +40,7 @@ def test_demo_writes_three_files(tiny_builtin, run_cli, tmp_path):
     assert rows[1]["calib_images"] == 16 and rows[1]["config"]["w_bits"] == 8
     assert results["eval"]["limit"] == 32 and results["command"].startswith("qmamba demo")
     assert results["models"][tiny_builtin]["fp"]["top1"] == rows[0]["top1"]
+    assert results["platform"]["threads"] == 1 and "pinned" in results["platform"]
     md = (out / "results.md").read_text()
     assert "| recipe | W8A8 |" in md and "| minmax |" in md and "first 32 of the 5,000 reporting images" in md
     assert results["eval"]["part"]["name"] == "reporting" and results["eval"]["part"]["first"] == 5000

@@ -9,7 +9,7 @@ import torch
 REPORT_FIELDS = {
     "model", "checkpoint", "weights", "method", "w_bits", "a_bits", "setting", "config",
     "calibration", "evaluation", "fp", "quantized", "points", "sqnr", "size", "wall_seconds",
-    "versions", "command", "device",
+    "versions", "command", "device", "platform",
 }
 
 

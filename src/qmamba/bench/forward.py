@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     import qmamba
     from qmamba.bench.scan import bench_device, write_report
     from qmamba.models import contract
+    from qmamba.portable import platform_record
 
     torch.set_num_threads(args.threads)
     device = bench_device(args.device)
@@ -154,5 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     fast = _time_float(result, model, x, backends, args, device)
     if args.quantized:
         _time_quantized(result, model, x, backends, fast, args, device)
+    result["platform"] = platform_record()
     write_report(result, args.out)
     return 0

@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from qmamba import ops
     from qmamba.ops import backend
+    from qmamba.portable import platform_record
 
     torch.set_num_threads(args.threads)
     device = bench_device(args.device)
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     }
     report.update(_time_scans(x, backends, args, device))
+    report["platform"] = platform_record()
     write_report(report, args.out)
     return 0
 

@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'PASS' if c['pass'] else 'FAIL'}  {c['model']:<14} {c['check']}: {values}")
     if args.out:
         from qmamba.io_utils import atomic_write
+        from qmamba.portable import platform_record
+
+        result["platform"] = platform_record()
 
         atomic_write(args.out, json.dumps(result, indent=2))
         print(f"written: {args.out}")

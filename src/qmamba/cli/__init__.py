@@ -76,6 +76,22 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
                         "machine 1 can be many times faster)")
 
 
+def add_portable_arg(p: argparse.ArgumentParser, default: bool) -> None:
+    """`--portable` (default off) or `--native` (default on): whether the command pins
+    PyTorch's CPU kernel paths (`qmamba.portable`), dest `portable`."""
+    if default:
+        p.add_argument("--native", dest="portable", action="store_false",
+                       help="use this CPU's fastest kernel paths (AVX-512, oneDNN); the numbers may "
+                            "then differ in the last bits from other CPUs' (default: portable paths, "
+                            "the same bits on every x86-64 CPU with AVX2; docs/design.md)")
+    else:
+        p.add_argument("--portable", dest="portable", action="store_true",
+                       help="pin PyTorch's CPU kernel paths so that the numbers are the same bits on "
+                            "every x86-64 CPU with AVX2 (slower on AVX-512 CPUs; threads: --threads, "
+                            "default 1; docs/design.md)")
+    p.set_defaults(portable=default)
+
+
 def add_run_args(p: argparse.ArgumentParser, batch_size: int = 64, device: str = "auto") -> None:
     p.add_argument("--batch-size", type=int, default=batch_size, metavar="B", help=f"default {batch_size}")
     p.add_argument("--device", default=device, metavar="DEV",

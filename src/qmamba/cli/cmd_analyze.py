@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qmamba.cli import add_model_args, add_run_args, command_line, param_flags
+from qmamba.cli import add_model_args, add_portable_arg, add_run_args, command_line, param_flags
 from qmamba.errors import ConfigError, QMambaError
 from qmamba.io_utils import OutputSet
 from qmamba.quant import diagnostics
@@ -35,6 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/analyze-<model>-layer<I>)")
     add_run_args(p, batch_size=32)
+    add_portable_arg(p, default=False)
     p.set_defaults(func=run, param_flags=param_flags(p, calib_size="images"))
 
 
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     from qmamba.jobs.data import calibration_data, materialize
     from qmamba.jobs.devices import resolve_device
+    from qmamba.portable import platform_record
     from qmamba.quant.config import check_seed
     from qmamba.report.writers import dumps
 
@@ -109,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
                     stats.update(png=str(out / name), model=tag, direction=d)
                     summary["plots"].append(stats)
                     st.update(1)
+        summary["platform"] = platform_record()
         outputs.file(out / "analysis.json").write_text(dumps(summary), encoding="utf-8")
         outputs.commit()
     print(f"{lm.name} layer {args.layer}: {summary['images']} training images traced")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qmamba.cli import command_line, param_flags
+from qmamba.cli import add_portable_arg, command_line, param_flags
 from qmamba.jobs.demo import (
     DEMO_CALIB_SIZE,
     DEMO_EVAL_LIMIT,
@@ -56,6 +56,7 @@ def register(subparsers) -> None:
                         f"(qmamba*, ptq4vit, qvlm; default {DEMO_SEARCH_SAMPLES}; the recipes' own default is 32)")
     p.add_argument("--threads", type=int, default=DEMO_THREADS, metavar="N",
                    help=f"CPU threads for PyTorch (default {DEMO_THREADS}: predictable on shared machines)")
+    add_portable_arg(p, default=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.set_defaults(func=run, param_flags=param_flags(p))
 

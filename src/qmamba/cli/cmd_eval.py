@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from qmamba.cli import add_data_args, add_run_args, command_line, param_flags
+from qmamba.cli import add_data_args, add_portable_arg, add_run_args, command_line, param_flags
 
 
 def register(subparsers) -> None:
@@ -23,6 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the --eval-limit subset of a folder")
     p.add_argument("--out", metavar="FILE", help="also write the result as JSON")
     add_run_args(p)
+    add_portable_arg(p, default=False)
     p.set_defaults(func=run, distributed=True, param_flags=param_flags(p))  # torchrun: see qmamba.dist
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qmamba.cli import add_data_args, add_model_args, add_run_args, command_line, param_flags
+from qmamba.cli import (
+    add_data_args,
+    add_model_args,
+    add_portable_arg,
+    add_run_args,
+    command_line,
+    param_flags,
+)
 from qmamba.quant.recipes import list_recipes
 
 
@@ -29,6 +36,7 @@ def register(subparsers) -> None:
                         "--set tune.jlss=true (PTQ4VM's block-wise tuning), --set ssm.h_groups=4, "
                         "--set 'role_bits={\"ssm.h\": 8}'; report.json records the result")
     add_run_args(p)
+    add_portable_arg(p, default=False)
     p.set_defaults(func=run, distributed=True, param_flags=param_flags(p))  # torchrun: see qmamba.dist
 
 

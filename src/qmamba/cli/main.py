@@ -170,9 +170,32 @@ def _error_prefix() -> str:
     return "error" if env is None else f"error (rank {env.rank})"
 
 
+def _portable(args: argparse.Namespace, process_entry: bool):
+    """The pinned CPU kernel paths of a command that asks for them (`args.portable`: the
+    demo by default, --portable elsewhere; `qmamba.portable`). As the process's own
+    command line (`process_entry`) it re-executes the process with the pins in its
+    environment, once; a main(argv) call inside a running process cannot, and runs pinned
+    only if the process started with them. Pinned: threads fixed (--threads, default
+    PORTABLE_THREADS) and the in-process switches for the command's duration."""
+    if not getattr(args, "portable", False):
+        return contextlib.nullcontext()
+    from qmamba import portable
+
+    if process_entry:
+        portable.pin_process()  # returns only when already pinned or when it cannot pin
+    if not portable.environment_pinned():
+        return contextlib.nullcontext()
+    if getattr(args, "threads", None) is None:
+        args.threads = portable.PORTABLE_THREADS
+    return portable.pinned_switches()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `qmamba` command; the exit code. `argv` None: the process's command line
+    (sys.argv), which a portable command may re-execute (`_portable`)."""
     from qmamba.report.progress import Progress
 
+    process_entry = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     progress = Progress(enabled=False)
     flags: dict[str, str] = {}  # the command's parameter -> flag table, once it is known
@@ -194,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.progress = progress
             args.argv = argv
             flags = getattr(args, "param_flags", {})
-            with _sigterm_unwinds(), _torch_threads(getattr(args, "threads", None)), _distributed(args):
+            pins = _portable(args, process_entry)
+            with pins, _sigterm_unwinds(), _torch_threads(getattr(args, "threads", None)), _distributed(args):
                 return int(args.func(args) or 0)
         except QMambaError as e:
             print(f"{_error_prefix()}: {_one_line(e.message_for(flags))}", file=sys.stderr)

@@ -28,6 +28,7 @@ from qmamba.jobs.models import LoadedModel, builtin_model_names, load_model
 from qmamba.jobs.outputs import check_out_dir
 from qmamba.jobs.reporting import versions
 from qmamba.models.registry import resolve_name
+from qmamba.portable import platform_record
 from qmamba.quant.config import QuantConfig, check_seed
 from qmamba.quant.recipes import get_recipe, list_recipes
 from qmamba.report.plots import plot_accuracy_vs_bits
@@ -233,6 +234,7 @@ def _results(job: DemoJob, command: str | None, seconds: float, device: torch.de
         "device": str(device),
         "threads": torch.get_num_threads(),
         "versions": versions(),
+        "platform": platform_record(),
         "models": model_info,
         "recipes": recipes,
         "settings": [s for s, _, _ in settings],

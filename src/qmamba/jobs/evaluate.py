@@ -22,6 +22,7 @@ from qmamba.jobs.evaluation import evaluate_split, result_dict
 from qmamba.jobs.models import load_model
 from qmamba.jobs.reporting import label_set_record, versions
 from qmamba.models.registry import resolve_name
+from qmamba.portable import platform_record
 from qmamba.quant.config import check_seed
 from qmamba.quant.serialize import load_quantized
 from qmamba.report.progress import Progress
@@ -79,7 +80,8 @@ def run_eval(job: EvalJob, out: str | os.PathLike | None = None, progress: Progr
                                 data_workers(job.data, job.workers))
     report = {**desc, "label_set": label_set_record(net), "evaluation": test.describe(), "result": result_dict(result), "device": str(device),
               "batch_size": job.batch_size, "distributed": dist.describe(),
-              "wall_seconds": round(time.time() - start, 3), "versions": versions(), "command": command}
+              "wall_seconds": round(time.time() - start, 3), "versions": versions(), "platform": platform_record(),
+              "command": command}
     if out is not None and dist.is_main():
         write_json(out, report)
     return EvalJobResult(report, result, net, Path(out) if out is not None else None)

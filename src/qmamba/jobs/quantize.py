@@ -39,6 +39,7 @@ from qmamba.jobs.evaluation import evaluate_split, result_dict
 from qmamba.jobs.models import LoadedModel, load_model
 from qmamba.jobs.outputs import check_out_dir, save_model_dir
 from qmamba.jobs.reporting import label_set_record, points_report, versions
+from qmamba.portable import platform_record
 from qmamba.quant.config import QuantConfig, parse_override
 from qmamba.quant.recipes import get_recipe, list_recipes
 from qmamba.report.progress import Progress
@@ -227,6 +228,7 @@ def _report(inputs: _Inputs, qmodel: nn.Module, fp: EvalResult, quant: EvalResul
         "batch_size": job.batch_size,
         "distributed": dist.describe(),
         "versions": versions(),
+        "platform": platform_record(),
         "command": command,
     }
 

@@ -147,6 +147,14 @@ def build_error() -> str | None:
     return _state.error
 
 
+def cpu_backend_status() -> str:
+    """What "auto" runs on CPU tensors, without building anything: "compiled",
+    "reference (build failed: ...)" or "not built yet" (no CPU scan ran)."""
+    if not _state.tried:
+        return "not built yet"
+    return "compiled" if _state.module is not None else f"reference (build failed: {_state.error})"
+
+
 def _reset_for_tests() -> None:
     """Forget the build result (and the warning), so the next call builds again."""
     with _state.lock:
