@@ -164,4 +164,4 @@ def test_the_command_line_reexecutes_once_with_the_pins(tmp_path):
     assert entries[0][2] == entries[1][2]  # the same process
     assert lines[-2:] == ["capability AVX2 True", "stdin hello"]
     assert out.stderr.strip().splitlines()[-1] == \
-        "error: --eval-limit must be >= 0 (0 = all test images), got -1"
+        "error: --eval-limit must be >= 0 (0 = all images of --eval-part), got -1"
