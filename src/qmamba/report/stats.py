@@ -4,7 +4,8 @@ Two recipes quantize the same model at the same setting with the same calibratio
 and are evaluated on the same images, so their comparison is *paired*: a correctness
 matrix per recipe, seeds x images (1 = top-1 correct), and the difference of the two.
 
-- `seed_summary`: mean and sample standard deviation of a row's accuracy over seeds.
+(The mean and standard deviation of a row over its seeds: `qmamba.report.seeds`.)
+
 - `paired_difference`: the mean difference A - B in points with a 95% bootstrap interval
   and a verdict: `wins` when the whole interval is above 0, `loses` when it is below,
   `ties` otherwise.
@@ -14,9 +15,14 @@ seeds x images (Owen, "The pigeonhole bootstrap", Ann. Appl. Stat. 2007). Each r
 draws the seeds with replacement and, independently, the images with replacement; the
 image draw is shared by every drawn seed and by both recipes (the pairing is kept), and
 the statistic is the mean of A - B over the drawn seeds x drawn images. The interval is
-the 2.5% and 97.5% quantiles of the resampled means. With 3 seeds the seed draw takes
-only 10 distinct multisets, so the seed part of the interval is coarse: it widens the
-interval when the seeds disagree, which is what a claim must survive.
+the 2.5% and 97.5% quantiles of the resampled means. Two things to know about it:
+- it is conservative for image noise: the per-image noise of each seed enters through
+  both draws (Owen's variance of the crossed bootstrap counts the interaction term more
+  than once), so intervals are somewhat wider than the sampling error alone;
+- with 3 seeds the seed draw has only 10 distinct multisets and, like every bootstrap of
+  a mean of n values, it underestimates the seed variance by (n - 1) / n: the seed part
+  is coarse, but it widens the interval when the seeds disagree, which is what a claim
+  must survive.
 
 The draws come from `numpy.random.default_rng(seed)` in fixed chunks: the same inputs and
 seed give the same interval on every machine, and claims on matrices of the same shape
@@ -30,7 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = ["DEFAULT_LEVEL", "DEFAULT_RESAMPLES", "SCHEME", "VERDICTS", "PairedDifference",
-           "bootstrap_means", "paired_difference", "paired_differences", "seed_summary", "verdict"]
+           "bootstrap_means", "paired_difference", "paired_differences", "verdict"]
 
 DEFAULT_RESAMPLES = 10_000
 DEFAULT_LEVEL = 0.95
@@ -39,16 +45,6 @@ SCHEME = ("two-way percentile bootstrap over seeds x images: per resample, seeds
           "replacement and images drawn with replacement once, the same images for every drawn "
           "seed and for both recipes (paired)")
 _CHUNK = 500  # resamples drawn at a time (bounds memory: chunk x images counts)
-
-
-def seed_summary(values: Sequence[float]) -> dict:
-    """{'mean', 'sd', 'seeds', 'values'} of one row's accuracy over its seeds; `sd` is
-    the sample standard deviation (n - 1), None for a single seed."""
-    v = np.asarray(list(values), dtype=np.float64)
-    if v.size == 0:
-        raise ValueError("no seeds to summarize")
-    sd = float(v.std(ddof=1)) if v.size > 1 else None
-    return {"mean": float(v.mean()), "sd": sd, "seeds": int(v.size), "values": [float(x) for x in v]}
 
 
 def verdict(low: float, high: float) -> str:
@@ -100,8 +96,8 @@ class PairedDifference:
     verdict: str  # wins / ties / loses (A against B)
     per_seed: tuple[float, ...]  # the difference on each seed
     sd_over_seeds: float | None  # sample sd of per_seed (None for one seed)
-    seeds: int
-    images: int
+    num_seeds: int
+    num_images: int
     level: float
     resamples: int
     bootstrap_seed: int
