@@ -138,7 +138,7 @@ def _worker(rank: int, world: int, ports: tuple[int, int], out_dir: str) -> None
 
     def evaluate(marker=None):
         r = evaluate_sharded(_NaNOnMarker(), _data(marker=marker), 5, "cpu")
-        return [r.correct1, r.correct5, r.num_images]
+        return [r.correct1, r.correct5, r.num_images, r.hits1.tolist(), r.hits5.tolist()]
 
     with dist.session(torch.device("cpu")):
         results["group"] = [dist.rank(), dist.world_size(), dist.is_distributed(), dist.describe()]
@@ -208,7 +208,9 @@ def test_two_ranks_share_results_and_failures(two_ranks):
     from qmamba.eval import evaluate
 
     whole = evaluate(_NaNOnMarker(), torch.utils.data.DataLoader(_data(), batch_size=5))
-    assert r0["eval"] == r1["eval"] == ["ok", [whole.correct1, whole.correct5, 37]]
+    # the per-image hits too, gathered from both ranks in dataset order
+    assert r0["eval"] == r1["eval"] == ["ok", [whole.correct1, whole.correct5, 37, whole.hits1.tolist(),
+                                               whole.hits5.tolist()]]
 
     assert r1["eval_nan_on_rank1"][0] == "NumericsError" and "on batch 1 (" in r1["eval_nan_on_rank1"][1]
     assert r0["eval_nan_on_rank1"][0] == "QMambaError"

@@ -193,6 +193,16 @@ def sum_counts(counts: Sequence[int], error: BaseException | None, what: str) ->
     return [int(v) for v in t[1:].tolist()]
 
 
+def all_gather(value: T) -> list[T]:
+    """`value` of every rank, in rank order (pickled; for small objects such as per-image
+    bool vectors); `[value]` for a single process. Every rank must call it."""
+    if not is_distributed():
+        return [value]
+    out: list[Any] = [None] * world_size()
+    tdist.all_gather_object(out, value)
+    return out
+
+
 def max_value(value: float) -> float:
     """The largest `value` over the ranks (e.g. the wall time of a sharded step)."""
     if not is_distributed():

@@ -12,6 +12,7 @@ from qmamba.eval.distributed import (
     RoundRobinBatchSampler,
     batch_ranges,
     evaluate_sharded,
+    merge_shards,
     shard_sizes,
 )
 
@@ -50,3 +51,24 @@ def test_without_a_process_group_it_is_evaluate():
     want = evaluate(model, DataLoader(data, batch_size=4))
     assert (got.correct1, got.correct5, got.num_images) == (want.correct1, want.correct5, 23)
     assert got.top1 == want.top1 and sum(seen) == 23
+
+
+@pytest.mark.parametrize("n,batch,world", [(45, 8, 2), (10, 3, 4), (3, 8, 4), (1, 1, 3), (0, 4, 2)])
+def test_merge_shards_undoes_the_round_robin_deal(n, batch, world):
+    values = torch.arange(n) * 3 + 1  # (n,)
+    pieces = [torch.cat([values[list(b)] for b in RoundRobinBatchSampler(n, batch, r, world)] or
+                        [torch.zeros(0, dtype=values.dtype)]) for r in range(world)]
+    assert torch.equal(merge_shards(pieces, n, batch), values)
+    if n > 1:
+        with pytest.raises(ValueError, match="rank 0 sent"):
+            merge_shards([pieces[0][:-1], *pieces[1:]], n, batch)
+
+
+def test_without_a_process_group_the_hits_are_evaluate_s():
+    g = torch.Generator().manual_seed(3)
+    data = TensorDataset(torch.randn(23, 5, generator=g), torch.randint(0, 3, (23,), generator=g))
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    got = evaluate_sharded(model, data, 4, "cpu")
+    want = evaluate(model, DataLoader(data, batch_size=4))
+    assert torch.equal(got.hits1, want.hits1) and torch.equal(got.hits5, want.hits5)

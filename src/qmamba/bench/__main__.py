@@ -17,6 +17,7 @@ COMMANDS = {
     "scan": "selective scan: reference vs compiled, float and quantized forward (ms per image)",
     "forward": "model forward pass timing (module qmamba.bench.forward)",
     "targets": "the engine's accuracy and grid targets on the built-in models (PASS/FAIL)",
+    "accuracy": "every built-in model x recipe x setting x seed on the reporting part: mean ± sd, claims",
 }
 
 

@@ -1,11 +1,15 @@
 """The engine's targets, checked on the built-in models (issue "QMamba PTQ engine").
 
-    python -m qmamba.bench targets [--demo-results runs/demo/results.json] [--out FILE]
+    python -m qmamba.bench targets [--accuracy-results runs/accuracy/accuracy.json] [--out FILE]
 
-1. Accuracy, from a demo's results.json (run `qmamba demo` first; without
-   `--demo-results` a reduced demo runs here: the recipes and settings the checks need):
-   qmamba at W8A8 within 0.5 top-1 of FP; at W4A4 qmamba above minmax and percentile, and
-   each ablation (qmamba_no_ltsq, qmamba_no_tgq) below qmamba.
+1. Accuracy, judged from the claims of the accuracy benchmark (`python -m qmamba.bench
+   accuracy`: paired differences over calibration seeds and reporting images with a 95%
+   bootstrap interval, `qmamba.report.claims`), never from one row against another.
+   Without `--accuracy-results` a reduced benchmark runs here (the recipes and settings
+   the checks need, seeds 0 1 2, all reporting images). Per model:
+   - qmamba at W8A8 within 0.5 top-1 of FP: the interval of qmamba - FP lies above -0.5;
+   - at W4A4 qmamba beats minmax and percentile, LtSQ helps (qmamba vs qmamba_no_ltsq)
+     and TGQ helps (qmamba vs qmamba_no_tgq): each verdict is `wins` (interval above 0).
 2. Grids at 4 bits on real calibration activations of the float built-in models, every
    block and scan direction (`qmamba.quant.diagnostics.compare_scan_grids`): TGQ with
    G = 8 against one range (per tensor) by the SQNR of h_t, and LtSQ against uniform by
@@ -20,45 +24,49 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from qmamba.quant.recipes import list_recipes
+from qmamba.report.claims import find_claim
 
-# the checks compare the method with its ablations and the simple baselines
-NEEDED_GROUPS = ("float", "baseline", "method", "ablation")
+# the checks compare the method with its ablations, the simple baselines and FP
+NEEDED_GROUPS = ("baseline", "method", "ablation")
 NEEDED_SETTINGS = ("W8A8", "W4A4")
+FP_MARGIN = 0.5  # top-1 points qmamba may lose at W8A8
+# (label, A, B) of the claims that must be won at W4A4
+WINS_AT_W4A4 = (("W4A4 qmamba beats minmax", "qmamba", "minmax"),
+                ("W4A4 qmamba beats percentile", "qmamba", "percentile"),
+                ("W4A4 LtSQ helps (qmamba vs qmamba_no_ltsq)", "qmamba", "qmamba_no_ltsq"),
+                ("W4A4 TGQ helps (qmamba vs qmamba_no_tgq)", "qmamba", "qmamba_no_tgq"))
 
 
 def needed_recipes() -> tuple[str, ...]:
     return tuple(r for g in NEEDED_GROUPS for r in list_recipes(g))
 
 
-def _top1(rows: list[dict], model: str, recipe: str, setting: str | None) -> float | None:
-    for r in rows:
-        if r["model"] == model and r["recipe"] == recipe and (setting is None or r.get("setting") == setting):
-            return float(r["top1"])
-    return None
+def _values(claim: Mapping) -> dict:
+    return {"difference": claim["difference"], "low": claim["low"], "high": claim["high"],
+            "verdict": claim["verdict"], "seeds": len(claim["seeds"]), "images": claim["num_images"]}
 
 
-def accuracy_checks(rows: list[dict]) -> list[dict]:
-    """The accuracy targets, one dict per check, from demo result rows."""
+def accuracy_checks(claims: Sequence[Mapping]) -> list[dict]:
+    """The accuracy targets, one dict per check, from judged claims (the accuracy
+    benchmark's `claims`): each passes or fails on its interval alone."""
     checks = []
-    for model in sorted({r["model"] for r in rows}):
-        fp = _top1(rows, model, "fp", None)
-        q8 = _top1(rows, model, "qmamba", "W8A8")
-        q4 = _top1(rows, model, "qmamba", "W4A4")
-        if fp is not None and q8 is not None:
-            checks.append({"model": model, "check": "qmamba W8A8 within 0.5 of FP",
-                           "values": {"fp": fp, "qmamba": q8}, "pass": fp - q8 <= 0.5})
-        for other, relation in (("minmax", "above"), ("percentile", "above"),
-                                ("qmamba_no_ltsq", "below"), ("qmamba_no_tgq", "below")):
-            v = _top1(rows, model, other, "W4A4")
-            if q4 is None or v is None:
-                continue
-            label = f"W4A4 qmamba above {other}" if relation == "above" else f"W4A4 {other} below qmamba"
-            checks.append({"model": model, "check": label, "values": {"qmamba": q4, other: v}, "pass": q4 > v})
+    for model in dict.fromkeys(c["model"] for c in claims):
+        near_fp = find_claim(claims, model, "W8A8", "qmamba", "fp")
+        if near_fp is not None:
+            checks.append({"model": model, "check": f"qmamba W8A8 within {FP_MARGIN} of FP (interval of "
+                                                    f"qmamba - FP above -{FP_MARGIN})",
+                           "values": _values(near_fp), "pass": near_fp["low"] > -FP_MARGIN})
+        for label, a, b in WINS_AT_W4A4:
+            claim = find_claim(claims, model, "W4A4", a, b)
+            if claim is not None:
+                checks.append({"model": model, "check": label, "values": _values(claim),
+                               "pass": claim["verdict"] == "wins"})
     return checks
 
 
@@ -111,10 +119,34 @@ def _calibration_images(n: int) -> torch.Tensor:
     return torch.stack([ds[i][0] for i in range(min(n, len(ds)))])  # (n, 1, 28, 28)
 
 
+def _accuracy_claims(path: str | None, seeds: Sequence[int], eval_limit: int | None) -> tuple[list[dict], str]:
+    """(claims, where they come from): the given results' claims, or a reduced accuracy
+    benchmark run here."""
+    if path:
+        report = json.loads(Path(path).read_text())
+        if "claims" not in report:
+            raise SystemExit(f"error: {path} holds no `claims`: give the accuracy.json of "
+                             "`python -m qmamba.bench accuracy`")
+        return report["claims"], path
+    from qmamba.bench.accuracy import AccuracyJob, run_accuracy
+    from qmamba.report.progress import Progress
+
+    job = AccuracyJob(recipes=needed_recipes(), settings=NEEDED_SETTINGS, seeds=seeds, eval_limit=eval_limit)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = run_accuracy(job, tmp, Progress())
+    return report["claims"], (f"reduced accuracy benchmark (recipes {' '.join(job.recipes)}, "
+                              f"{' '.join(job.settings)}, seeds {' '.join(map(str, seeds))})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qmamba.bench targets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demo-results", default=None, help="a demo's results.json (default: run a reduced demo)")
+    parser.add_argument("--accuracy-results", default=None, metavar="FILE",
+                        help="accuracy.json of `python -m qmamba.bench accuracy` (default: run a reduced one)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S",
+                        help="calibration seeds of the reduced benchmark (default 0 1 2)")
+    parser.add_argument("--eval-limit", type=int, default=None, metavar="N",
+                        help="reporting images of the reduced benchmark (default: all 5,000)")
     parser.add_argument("--grid-images", type=int, default=64, help="calibration images traced for the grid checks")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the checks and the per-scan numbers as JSON here")
@@ -123,16 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from qmamba.models.builtin import BUILTIN_MODELS
 
-    if args.demo_results:
-        rows = json.loads(Path(args.demo_results).read_text())["rows"]
-        source = args.demo_results
-    else:
-        from qmamba.jobs import DemoJob, run_demo
-
-        with tempfile.TemporaryDirectory() as tmp:
-            rows = run_demo(DemoJob(recipes=needed_recipes(), settings=NEEDED_SETTINGS), tmp).report["rows"]
-        source = "reduced demo (defaults of `qmamba demo`, recipes " + " ".join(needed_recipes()) + ", W8A8 W4A4)"
-    result = {"accuracy_source": source, "accuracy": accuracy_checks(rows), "grids": []}
+    claims, source = _accuracy_claims(args.accuracy_results, args.seeds, args.eval_limit)
+    result = {"accuracy_source": source, "accuracy": accuracy_checks(claims), "grids": []}
     images = _calibration_images(args.grid_images)
     for name in BUILTIN_MODELS:
         result["grids"].append(grid_checks(name, images))
@@ -146,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result["platform"] = platform_record()
 
-        atomic_write(args.out, json.dumps(result, indent=2))
+        with atomic_write(args.out) as f:
+            f.write(json.dumps(result, indent=2))
         print(f"written: {args.out}")
     return 0

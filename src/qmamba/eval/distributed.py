@@ -9,7 +9,9 @@ rank r of K runs batches r, r + K, r + 2K, ... So
 - the ranks differ by at most one batch of work.
 The counts (top-1 hits, top-5 hits, images) are summed over the ranks as int64
 (`qmamba.dist.sum_counts`); a rank that fails (e.g. non-finite logits) makes every rank
-raise instead of leaving them waiting.
+raise instead of leaving them waiting. The per-image hits (`EvalResult.hits1`, `hits5`)
+are then gathered from every rank (`qmamba.dist.all_gather`) and put back in dataset
+order (`merge_shards`), so every rank holds the single process's vectors.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from qmamba import dist
-from qmamba.eval.evaluate import EvalResult, count_hits, make_result
+from qmamba.eval.evaluate import EvalResult, image_hits, make_result
 
 
 def batch_ranges(num_items: int, batch_size: int) -> list[range]:
@@ -43,6 +45,24 @@ def shard_sizes(num_items: int, batch_size: int, world_size: int) -> list[int]:
     batches = batch_ranges(num_items, batch_size)
     return [sum(len(batches[i]) for i in rank_batch_numbers(len(batches), r, world_size))
             for r in range(world_size)]
+
+
+def merge_shards(pieces: list[torch.Tensor], num_items: int, batch_size: int) -> torch.Tensor:
+    """Per-image values of the ranks (`pieces[r]`: rank r's batches in the order it ran
+    them) back in dataset order: the inverse of the round-robin deal."""
+    world = len(pieces)
+    batches = batch_ranges(num_items, batch_size)
+    dtype = pieces[0].dtype if pieces else torch.bool
+    out = torch.zeros(num_items, dtype=dtype)  # (num_items,)
+    for r, piece in enumerate(pieces):
+        mine = [batches[b] for b in rank_batch_numbers(len(batches), r, world)]
+        if sum(map(len, mine)) != piece.numel():
+            raise ValueError(f"rank {r} sent {piece.numel()} values for {sum(map(len, mine))} images")
+        at = 0
+        for span in mine:
+            out[span.start:span.stop] = piece[at:at + len(span)]
+            at += len(span)
+    return out
 
 
 class RoundRobinBatchSampler(Sampler[list[int]]):
@@ -75,15 +95,21 @@ def evaluate_sharded(
 
     sampler = RoundRobinBatchSampler(len(dataset), batch_size, dist.rank(), dist.world_size())
     start = time.time()
-    counts, error = (0, 0, 0), None
+    hits = (torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.bool))
+    error = None
     try:
         if len(sampler):  # a rank may have no batch at all (fewer batches than ranks)
             loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                                 worker_init_fn=_seed_worker if num_workers > 0 else None,
                                 generator=torch.Generator().manual_seed(0))
-            counts = count_hits(model, loader, device, progress, batch_numbers=sampler.batch_numbers)
+            hits = image_hits(model, loader, device, progress, batch_numbers=sampler.batch_numbers)
     except Exception as e:  # every rank must reach the all_reduce; it raises on all of them
         error = e
+    counts = (int(hits[0].sum()), int(hits[1].sum()), int(hits[0].numel()))
     correct1, correct5, n = dist.sum_counts(counts, error, "evaluating")
     seconds = dist.max_value(time.time() - start)
-    return make_result(correct1, correct5, n, seconds)
+    # every rank got here without an error (sum_counts raised otherwise): gather the hits
+    pieces = dist.all_gather(hits)
+    hits1 = merge_shards([p[0] for p in pieces], len(dataset), batch_size)
+    hits5 = merge_shards([p[1] for p in pieces], len(dataset), batch_size)
+    return make_result(correct1, correct5, n, seconds, hits1, hits5)

@@ -1,0 +1,66 @@
+"""The accuracy benchmark's Markdown (`python -m qmamba.bench accuracy`): per model, the
+mean ± sd table (recipes x settings) and the claims with their intervals and verdicts."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from qmamba.report.seeds import mean_std_text
+from qmamba.report.tables import eval_note, fmt_acc, markdown_table
+
+__all__ = ["accuracy_markdown", "claims_table"]
+
+
+def _signed(x: float, digits: int = 2) -> str:
+    return f"{x:+.{digits}f}"
+
+
+def claims_table(claims: Sequence[Mapping]) -> str:
+    """One line per judged claim: A - B, the interval, the verdict, the per-seed differences."""
+    level = f"{100 * claims[0]['level']:.0f}%" if claims else "95%"
+    rows = [[c["claim"], c["setting"], _signed(c["difference"]),
+             f"[{_signed(c['low'])}, {_signed(c['high'])}]", f"**{c['verdict']}**",
+             " / ".join(_signed(d, 1) for d in c["per_seed"])] for c in claims]
+    return markdown_table(["claim (A vs B)", "setting", "A − B", f"{level} interval", "verdict", "per seed"],
+                          rows, ["l", "l", "r", "r", "c", "r"])
+
+
+def _model_section(report: Mapping, model: str) -> list[str]:
+    runs = [r for r in report["runs"] if r["model"] == model]
+    fp = next((r for r in runs if r["recipe"] == "fp"), None)
+    settings = list(dict.fromkeys(r["setting"] for r in runs if r["recipe"] != "fp"))
+    cells = {(e["recipe"], e["setting"]): e for e in report["rows"] if e["model"] == model}
+    recipes = list(dict.fromkeys(r["recipe"] for r in runs if r["recipe"] != "fp"))
+    out = [f"## {model}", ""]
+    if fp is not None:
+        out += [f"Full precision (FP): top-1 {fmt_acc(fp['top1'])}, top-5 {fmt_acc(fp['top5'])}.", ""]
+    table = [[r, *(mean_std_text(cells[(r, s)], 2) if (r, s) in cells else "—" for s in settings)] for r in recipes]
+    out += [markdown_table(["recipe", *settings], table)]
+    claims = [c for c in report["claims"] if c["model"] == model]
+    if claims:
+        by_claim = sorted(claims, key=lambda c: [x["claim"] for x in claims].index(c["claim"]))
+        out += ["Claims: A − B in top-1 points over the same seeds and images.", "", claims_table(by_claim)]
+    return out
+
+
+def accuracy_markdown(report: Mapping) -> str:
+    """accuracy.md from accuracy.json's content (`qmamba.bench.accuracy`)."""
+    cfg, boot = report["config"], report["bootstrap"]
+    runs = report["runs"]
+    images = runs[0]["num_images"] if runs else 0
+    part = report.get("eval_part") or {}
+    ev = {"num_images": images, "source": "built-in Fashion-MNIST test images", "part": part,
+          "limit": cfg.get("eval_limit"), "total": None}
+    seeds = ", ".join(map(str, cfg["seeds"]))
+    out = ["# qmamba accuracy benchmark: top-1 (%) over calibration seeds", "",
+           f"Evaluated on {eval_note(ev)}; nothing was tuned on them. Each run calibrates on "
+           f"{cfg['calib_size']} training images drawn with its seed (seeds {seeds}); cells are the mean ± "
+           "sample standard deviation over the seeds. A claim 'A vs B' is the paired difference A − B "
+           f"with a {100 * boot['level']:.0f}% bootstrap interval ({boot['scheme']}; {boot['resamples']:,} "
+           "resamples): **wins** when the interval lies above 0, **loses** when below, **ties** otherwise. "
+           "Orderings are read from the verdicts, never from two cells of a table.", ""]
+    for model in dict.fromkeys(r["model"] for r in runs):
+        out += _model_section(report, model)
+    out.append(f"Command: `{report.get('command', '')}`; {len(runs)} runs, "
+               f"{report.get('compute_seconds', 0.0) / 60:.0f} min of computing in all "
+               f"({report.get('seconds', 0.0) / 60:.0f} min in this invocation).")
+    return "\n".join(out) + "\n"
