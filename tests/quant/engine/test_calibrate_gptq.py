@@ -111,3 +111,18 @@ def test_gptq_options_are_config_fields():
                 {"weight.gptq_scales": "percentile"}, {"weight.gptq_act_order": 1}):
         with pytest.raises(ConfigError):
             cfg.replace(**bad)
+
+
+def test_the_weight_search_leaves_gptq_codes_alone():
+    """The search of weight clipping ratios (`vit_ptq.search_weights`) rebuilds searchable
+    weight points from their float weight: a GPTQ point is marked not searchable, a
+    fallback one stays so."""
+    from qmamba.quant.engine.build import searchable
+    from qmamba.quant.engine.observe import WeightCapture
+    from qmamba.quant.engine.plan import PointPlan
+
+    cfg = _gptq_config("ptq4vit", **{"vit_ptq.search_weights": True})
+    plan = PointPlan("w", QuantPoint("weight"), 4, observer=WeightCapture())
+    assert searchable(plan, cfg)
+    plan.searchable = False  # what the GPTQ mechanism sets
+    assert not searchable(plan, cfg)
