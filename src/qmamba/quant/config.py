@@ -21,6 +21,7 @@ from qmamba.quant.recipes.registry import get_recipe
 CONFIG_VERSION = 1
 
 OBSERVERS = ("minmax", "percentile", "mse")
+WEIGHT_OBSERVERS = ("minmax", "mse", "gptq")
 A_GRIDS = ("uniform", "ltsq")
 H_CHANNEL_MODES = ("tensor", "channel")
 H_GROUP_MODES = ("equal", "dp")
@@ -41,7 +42,21 @@ def validate_bits(bits: Any, what: str = "bit width", allow_none: bool = False) 
 class WeightQuantConfig:
     """Weights: uniform symmetric, per output channel."""
 
-    observer: str = "mse"  # minmax | mse (clipping searched on the weight itself)
+    observer: str = "mse"  # minmax | mse (clipping searched on the weight itself) | gptq
+    # GPTQ (qmamba.quant.methods.gptq): dampening of H (x mean diagonal), columns per lazy
+    # update, columns by decreasing diag(H), and how its per-channel grid is chosen
+    gptq_damp: float = 0.01
+    gptq_block: int = 128
+    gptq_act_order: bool = False
+    gptq_scales: str = "mse"  # minmax (the weight's range) | mse (clipping searched on the weight)
+
+    def validate(self) -> None:
+        _check_choice(self.observer, WEIGHT_OBSERVERS, "weight observer")
+        _check_choice(self.gptq_scales, ("minmax", "mse"), "GPTQ scales (weight.gptq_scales)")
+        if not 0.0 < self.gptq_damp <= 1.0:
+            raise ConfigError(f"weight.gptq_damp must be in (0, 1], got {self.gptq_damp}")
+        if self.gptq_block < 1:
+            raise ConfigError(f"weight.gptq_block must be at least 1, got {self.gptq_block}")
 
 
 @dataclass
@@ -195,7 +210,7 @@ class QuantConfig:
         check_field_types(self)  # after the bits, which have their own messages
         if (self.w_bits is None) != (self.a_bits is None):
             raise ConfigError("set both w_bits and a_bits, or neither (full precision)")
-        _check_choice(self.weight.observer, ("minmax", "mse"), "weight observer")
+        self.weight.validate()
         _check_choice(self.act.observer, OBSERVERS, "activation observer")
         _check_choice(self.ssm.a_grid, A_GRIDS, "A_bar grid")
         _check_choice(self.ssm.b_grid, A_GRIDS, "B_bar grid")

@@ -27,6 +27,7 @@ from qmamba.quant.engine.steps import (
     observe_trunk,
 )
 from qmamba.quant.methods.entropy_groups import EntropyGroups
+from qmamba.quant.methods.gptq import GPTQ
 from qmamba.quant.methods.hessian import HessianMetric
 from qmamba.quant.methods.jlss import JLSS
 from qmamba.quant.methods.outliers import Rotations
@@ -34,9 +35,10 @@ from qmamba.quant.methods.reparam import Reparameterization
 from qmamba.quant.methods.smoothing import Smoothing
 from qmamba.quant.recipes import get_recipe, list_recipes
 
-# Every mechanism, in the order their hooks run.
+# Every mechanism, in the order their hooks run. GPTQ comes after the mechanisms that
+# change a layer's input once it is observed (smoothing, reparameterization).
 MECHANISMS: tuple[type[Mechanism], ...] = (Rotations, HessianMetric, EntropyGroups, Smoothing,
-                                           Reparameterization, JLSS)
+                                           Reparameterization, GPTQ, JLSS)
 
 
 @torch.no_grad()

@@ -50,5 +50,5 @@ def search_candidates(plan: PointPlan, config: QuantConfig) -> list:
 def searchable(plan: PointPlan, config: QuantConfig) -> bool:
     """Whether the block search may change this point's quantizer."""
     if plan.role == "weight":
-        return config.vit_ptq.search_weights and isinstance(plan.observer, WeightCapture)
+        return config.vit_ptq.search_weights and plan.searchable and isinstance(plan.observer, WeightCapture)
     return plan.searchable

@@ -26,14 +26,15 @@ WEIGHT_MSE_RATIOS = tuple(1.0 - 0.025 * i for i in range(21))  # 1.0 .. 0.5
 def weight_quantizer(weight: torch.Tensor, bits: int, observer: str, channel_dims: tuple[int, ...], clip: float = 1.0) -> WeightQuantizer:
     """Per-output-channel symmetric; with observer 'mse' the clipping of each channel is
     searched on the weight itself (data-free). `clip` scales every channel's range first
-    (the block-output search of weight points tries several)."""
+    (the block-output search of weight points tries several). 'gptq' needs the layer's
+    inputs (qmamba.quant.methods.gptq); where it has none, it is 'mse'."""
     w = weight.detach().float()
     reduce = tuple(i for i in range(w.dim()) if i not in channel_dims)
     absmax = w.abs().amax(dim=reduce, keepdim=True) if reduce else w.abs()
     absmax = absmax * clip
     qmin, qmax = qrange(bits, symmetric=True)
     best_scale = torch.clamp(absmax / qmax, min=1e-12)
-    if observer == "mse":
+    if observer in ("mse", "gptq"):
         best_err = None
         for ratio in WEIGHT_MSE_RATIOS:
             scale = torch.clamp(absmax * ratio / qmax, min=1e-12)
