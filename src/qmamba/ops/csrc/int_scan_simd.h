@@ -1,0 +1,288 @@
+// The integer scan's rows with SIMD intrinsics: included twice by int_kernels.cpp, inside
+// `#pragma GCC target` regions and namespaces, with QI_W = 16 (AVX-512) or 8 (AVX2).
+// The state dimension n (a multiple of QI_W) is held in NC = n / QI_W registers per row;
+// R rows of one channel run side by side. The operations are those of the generic loops
+// in int_kernels.cpp (and of qmamba/integer/scan_reference.py), so the numbers are the
+// same on every path: integer arithmetic is exact, the float ones are the same IEEE
+// multiplies, roundings and conversions, and y is summed in the reference's tree order.
+
+#if QI_W == 16
+struct S {
+  using I = __m512i;
+  using F = __m512;
+  using M = __mmask16;
+  static QI_INLINE I loadi(const int32_t* p) { return _mm512_loadu_si512(p); }
+  static QI_INLINE void storei(int32_t* p, I v) { _mm512_storeu_si512(p, v); }
+  static QI_INLINE F loadf(const float* p) { return _mm512_loadu_ps(p); }
+  static QI_INLINE I seti(int32_t v) { return _mm512_set1_epi32(v); }
+  static QI_INLINE F setf(float v) { return _mm512_set1_ps(v); }
+  static QI_INLINE I add(I a, I b) { return _mm512_add_epi32(a, b); }
+  static QI_INLINE I sub(I a, I b) { return _mm512_sub_epi32(a, b); }
+  static QI_INLINE I mul(I a, I b) { return _mm512_mullo_epi32(a, b); }
+  static QI_INLINE I band(I a, I b) { return _mm512_and_si512(a, b); }
+  static QI_INLINE I bor(I a, I b) { return _mm512_or_si512(a, b); }
+  static QI_INLINE I bxor(I a, I b) { return _mm512_xor_si512(a, b); }
+  static QI_INLINE I sra(I a, int32_t c) { return _mm512_sra_epi32(a, _mm_cvtsi32_si128(c)); }
+  static QI_INLINE I srav(I a, I c) { return _mm512_srav_epi32(a, c); }
+  static QI_INLINE I sll(I a, int32_t c) { return _mm512_sll_epi32(a, _mm_cvtsi32_si128(c)); }
+  static QI_INLINE I imin(I a, I b) { return _mm512_min_epi32(a, b); }
+  static QI_INLINE I imax(I a, I b) { return _mm512_max_epi32(a, b); }
+  static QI_INLINE M eq(I a, I b) { return _mm512_cmpeq_epi32_mask(a, b); }
+  static QI_INLINE M lt(I a, I b) { return _mm512_cmplt_epi32_mask(a, b); }
+  static QI_INLINE M mand(M a, M b) { return static_cast<M>(a & b); }
+  static QI_INLINE M mor(M a, M b) { return static_cast<M>(a | b); }
+  static QI_INLINE M mnone() { return 0; }
+  static QI_INLINE bool many(M a) { return a != 0; }
+  static QI_INLINE I sel(M m, I t, I f) { return _mm512_mask_blend_epi32(m, f, t); }
+  static QI_INLINE F self(M m, F t, F f) { return _mm512_mask_blend_ps(m, f, t); }
+  static QI_INLINE M flt(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+  static QI_INLINE F fmul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static QI_INLINE F fadd(F a, F b) { return _mm512_add_ps(a, b); }
+  static QI_INLINE F fsub(F a, F b) { return _mm512_sub_ps(a, b); }
+  static QI_INLINE F fround(F a) {
+    return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  static QI_INLINE I cvt(F a) { return _mm512_cvtps_epi32(a); }  // round to nearest even
+  static QI_INLINE F tof(I a) { return _mm512_cvtepi32_ps(a); }
+  static QI_INLINE F asf(I a) { return _mm512_castsi512_ps(a); }
+  static QI_INLINE I asi(F a) { return _mm512_castps_si512(a); }
+  // v[k] + v[k + 8], then + 4, + 2, + 1 (scan_reference.tree_sum)
+  static QI_INLINE float tree(F v) {
+    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+  }
+};
+#else
+struct S {
+  using I = __m256i;
+  using F = __m256;
+  using M = __m256i;  // lanes of all ones / zeros
+  static QI_INLINE I loadi(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static QI_INLINE void storei(int32_t* p, I v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+  static QI_INLINE F loadf(const float* p) { return _mm256_loadu_ps(p); }
+  static QI_INLINE I seti(int32_t v) { return _mm256_set1_epi32(v); }
+  static QI_INLINE F setf(float v) { return _mm256_set1_ps(v); }
+  static QI_INLINE I add(I a, I b) { return _mm256_add_epi32(a, b); }
+  static QI_INLINE I sub(I a, I b) { return _mm256_sub_epi32(a, b); }
+  static QI_INLINE I mul(I a, I b) { return _mm256_mullo_epi32(a, b); }
+  static QI_INLINE I band(I a, I b) { return _mm256_and_si256(a, b); }
+  static QI_INLINE I bor(I a, I b) { return _mm256_or_si256(a, b); }
+  static QI_INLINE I bxor(I a, I b) { return _mm256_xor_si256(a, b); }
+  static QI_INLINE I sra(I a, int32_t c) { return _mm256_sra_epi32(a, _mm_cvtsi32_si128(c)); }
+  static QI_INLINE I srav(I a, I c) { return _mm256_srav_epi32(a, c); }
+  static QI_INLINE I sll(I a, int32_t c) { return _mm256_sll_epi32(a, _mm_cvtsi32_si128(c)); }
+  static QI_INLINE I imin(I a, I b) { return _mm256_min_epi32(a, b); }
+  static QI_INLINE I imax(I a, I b) { return _mm256_max_epi32(a, b); }
+  static QI_INLINE M eq(I a, I b) { return _mm256_cmpeq_epi32(a, b); }
+  static QI_INLINE M lt(I a, I b) { return _mm256_cmpgt_epi32(b, a); }
+  static QI_INLINE M mand(M a, M b) { return _mm256_and_si256(a, b); }
+  static QI_INLINE M mor(M a, M b) { return _mm256_or_si256(a, b); }
+  static QI_INLINE M mnone() { return _mm256_setzero_si256(); }
+  static QI_INLINE bool many(M a) { return !_mm256_testz_si256(a, a); }
+  static QI_INLINE I sel(M m, I t, I f) { return _mm256_blendv_epi8(f, t, m); }
+  static QI_INLINE F self(M m, F t, F f) { return _mm256_blendv_ps(f, t, _mm256_castsi256_ps(m)); }
+  static QI_INLINE M flt(F a, F b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
+  static QI_INLINE F fmul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static QI_INLINE F fadd(F a, F b) { return _mm256_add_ps(a, b); }
+  static QI_INLINE F fsub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static QI_INLINE F fround(F a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static QI_INLINE I cvt(F a) { return _mm256_cvtps_epi32(a); }
+  static QI_INLINE F tof(I a) { return _mm256_cvtepi32_ps(a); }
+  static QI_INLINE F asf(I a) { return _mm256_castsi256_ps(a); }
+  static QI_INLINE I asi(F a) { return _mm256_castps_si256(a); }
+  // v[k] + v[k + 4], then + 2, + 1
+  static QI_INLINE float tree(F v) {
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+  }
+};
+#endif
+
+constexpr int W = QI_W;
+
+// The NC registers of a row reduced in the reference's order: chunk i + NC/2 onto chunk i
+// (v[k] + v[k + n/2]) until one register is left, then its lanes.
+template <int NC>
+QI_INLINE float tree_chunks(S::F* v) {
+  for (int w = NC / 2; w >= 1; w /= 2) {
+    for (int i = 0; i < w; ++i) v[i] = S::fadd(v[i], v[i + w]);
+  }
+  return S::tree(v[0]);
+}
+
+// B terms of one row (b_terms_row); false when the grid has no base-2 form (then
+// b_terms_row computes the row)
+template <int NC>
+QI_INLINE bool b_terms_simd(const ScanArgs& a, const ChannelTables& T, int64_t b, int64_t c,
+                            int32_t* __restrict t2) {
+  const int64_t n = NC * W, grp = c / a.dg;
+  const bool log_grid = a.b.kind == 3;
+  if (log_grid && !a.b.pow2) return false;
+  const float cap = std::ldexp(static_cast<float>(2 * (a.h.qmax - a.h.qmin) + 1), a.F);
+  const float* ur = a.u + b * a.su[0] + c * a.su[1];
+  const int16_t* di = a.didx + (b * a.d + c) * a.l;
+  const float* Bb = a.B + b * a.sB[0] + grp * a.sB[1];
+  const int32_t NB = a.b.qmax - a.b.qmin;
+  const S::I zero = S::seti(0), one = S::seti(1), nb = S::seti(NB), absmask = S::seti(0x7fffffff);
+  const S::I signmask = S::seti(static_cast<int32_t>(0x80000000u)), qminv = S::seti(a.b.qmin);
+  const S::I mantmask = S::seti(0x7fffff), smant = S::seti(a.b.s_mant - 1);
+  const S::I top = S::seti(127 - a.b.qmin), e126 = S::seti(126), b127 = S::seti(127);
+  const S::F capv = S::setf(cap), ncapv = S::setf(-cap);
+  const S::F qlo = S::setf(static_cast<float>(a.b.qmin)), qhi = S::setf(static_cast<float>(a.b.qmax));
+  S::F inv[NC], zpB[NC];
+  for (int ch = 0; ch < NC; ++ch) {
+    inv[ch] = S::loadf(T.invB.data() + ch * W);
+    zpB[ch] = S::loadf(T.zpB.data() + ch * W);
+  }
+  for (int64_t t = 0; t < a.l; ++t) {
+    const S::F du = S::setf(a.dvals[di[t]] * ur[t * a.su[2]]);
+    const float* Bt = Bb + t * a.sB[2];
+    const float* rbt = T.rb.data() + (a.h.group != nullptr ? a.h.group[t] : 0) * n;
+    for (int ch = 0; ch < NC; ++ch) {
+      const S::F x = S::fmul(du, S::loadf(Bt + ch * W));
+      const S::F rb = S::loadf(rbt + ch * W);
+      S::I out;
+      if (log_grid) {
+        // r = |x| / s_B; m = its code count from the float's bits (the zero code when
+        // r == 0: the count is then above NB and clamps to it). Lanes with r < 2^-100
+        // get counts >= 99 here where the thresholds say otherwise; their terms round to 0
+        // either way (the plan keeps rb < 2^90).
+        const S::I xb = S::asi(x);
+        const S::I bits = S::asi(S::fmul(S::asf(S::band(xb, absmask)), inv[ch]));
+        S::I m = S::sub(top, S::sra(bits, 23));
+        m = S::sel(S::lt(smant, S::band(bits, mantmask)), S::sub(m, one), m);  // mant >= S
+        m = S::imin(S::imax(m, zero), nb);
+        const S::I e = S::imin(S::add(m, qminv), e126);
+        S::F mag = S::fmul(rb, S::asf(S::sll(S::sub(b127, e), 23)));  // rb 2^-e
+        mag = S::self(S::lt(m, nb), S::self(S::flt(mag, capv), mag, capv), S::setf(0.0f));
+        out = S::cvt(S::asf(S::bor(S::asi(mag), S::band(xb, signmask))));  // the sign of x
+      } else {
+        S::F q = S::fadd(S::fround(S::fmul(x, inv[ch])), zpB[ch]);
+        q = S::self(S::flt(q, qlo), qlo, q);
+        q = S::self(S::flt(qhi, q), qhi, q);
+        S::F v = S::fmul(S::fsub(q, zpB[ch]), rb);
+        v = S::self(S::flt(v, ncapv), ncapv, v);
+        v = S::self(S::flt(capv, v), capv, v);
+        out = S::cvt(v);
+      }
+      S::storei(t2 + t * n + ch * W, out);
+    }
+  }
+  return true;
+}
+
+// step_in_group on one register of a row
+template <bool kLog1m>
+QI_INLINE S::I step_simd(S::I hq, S::I at, S::I s2, S::I t2, S::I lo, S::I hi, int32_t F,
+                         int32_t F2) {
+  S::I term;
+  if constexpr (kLog1m) {
+    term = S::sub(S::sll(hq, F), S::srav(S::mul(hq, s2), at));  // shifts >= 31: sign fill
+  } else {
+    term = S::sra(S::mul(hq, at), F2 - F);
+  }
+  const S::I x = S::add(term, t2);
+  // round half to even: (x + half - 1 + (floor(x / 2^F) & 1)) >> F
+  const S::I odd = S::band(S::sra(x, F), S::seti(1));
+  const S::I q = S::sra(S::add(S::add(x, S::seti((int32_t(1) << (F - 1)) - 1)), odd), F);
+  return S::imin(S::imax(q, lo), hi);
+}
+
+template <int NC, int R, bool kLog1m>
+QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_t c) {
+  const int64_t l = a.l, n = NC * W, grp = c / a.dg;
+  for (int r = 0; r < R; ++r) {
+    int32_t* t2 = T.t2.data() + r * l * n;
+    if (!b_terms_simd<NC>(a, T, b0 + r, c, t2)) b_terms_row(a, T, b0 + r, c, t2);
+  }
+  S::I s2[NC];
+  for (int ch = 0; ch < NC; ++ch) s2[ch] = S::loadi(T.s2.data() + ch * W);
+  S::I h[R][NC];
+  const int16_t* di[R];
+  const float* Cb[R];
+  float* yr[R];
+  for (int r = 0; r < R; ++r) {
+    for (int ch = 0; ch < NC; ++ch) h[r][ch] = S::seti(0);
+    di[r] = a.didx + ((b0 + r) * a.d + c) * l;
+    Cb[r] = a.C + (b0 + r) * a.sC[0] + grp * a.sC[1];
+    yr[r] = a.y + ((b0 + r) * a.d + c) * l;
+  }
+  int64_t gprev = a.h.group != nullptr ? a.h.group[0] : 0;
+  for (int64_t t = 0; t < l; ++t) {
+    const int64_t g = a.h.group != nullptr ? a.h.group[t] : 0;
+    if (t > 0 && g != gprev) {  // the first step of a group: int64 terms (step_boundary)
+      for (int r = 0; r < R; ++r) {
+        alignas(64) int32_t hb[NC * W];
+        for (int ch = 0; ch < NC; ++ch) S::storei(hb + ch * W, h[r][ch]);
+        step_boundary(a, hb, T.at.data() + di[r][t] * n, T, T.t2.data() + (r * l + t) * n, g);
+        for (int ch = 0; ch < NC; ++ch) h[r][ch] = S::loadi(hb + ch * W);
+      }
+    } else {
+      for (int ch = 0; ch < NC; ++ch) {
+        const S::I lo = S::loadi(T.lo.data() + g * n + ch * W);
+        const S::I hi = S::loadi(T.hi.data() + g * n + ch * W);
+        for (int r = 0; r < R; ++r) {
+          const S::I at = S::loadi(T.at.data() + di[r][t] * n + ch * W);
+          const S::I t2 = S::loadi(T.t2.data() + (r * l + t) * n + ch * W);
+          h[r][ch] = step_simd<kLog1m>(h[r][ch], at, s2[ch], t2, lo, hi, a.F, a.F2);
+        }
+      }
+    }
+    gprev = g;
+    for (int r = 0; r < R; ++r) {
+      S::F p[NC];
+      for (int ch = 0; ch < NC; ++ch) {
+        const S::F hs = S::loadf(T.hs.data() + g * n + ch * W);
+        p[ch] = S::fmul(S::fmul(S::tof(h[r][ch]), hs), S::loadf(Cb[r] + t * a.sC[2] + ch * W));
+      }
+      yr[r][t] = tree_chunks<NC>(p);
+    }
+  }
+}
+
+template <int NC, bool kLog1m>
+QI_INLINE void rows_simd_n(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_t nr, int64_t c) {
+  constexpr int kMaxR = NC == 1 ? 4 : 2;  // registers: R * NC rows of state side by side
+  for (int64_t b = b0; b < b0 + nr; b += kMaxR) {
+    switch (std::min<int64_t>(kMaxR, b0 + nr - b)) {
+      case 4: rows_simd<NC, 4 <= kMaxR ? 4 : 1, kLog1m>(a, T, b, c); break;
+      case 3: rows_simd<NC, 3 <= kMaxR ? 3 : 1, kLog1m>(a, T, b, c); break;
+      case 2: rows_simd<NC, 2, kLog1m>(a, T, b, c); break;
+      default: rows_simd<NC, 1, kLog1m>(a, T, b, c); break;
+    }
+  }
+}
+
+// rows b0 .. b0 + nr - 1 of channel c on this path, or false (n not a multiple of W, or
+// B / C not contiguous over the states)
+template <bool kLog1m>
+QI_INLINE bool rows(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_t nr, int64_t c) {
+  if (a.sB[3] != 1 || a.sC[3] != 1) return false;
+  switch (a.n) {
+    case W: rows_simd_n<1, kLog1m>(a, T, b0, nr, c); return true;
+    case 2 * W: rows_simd_n<2, kLog1m>(a, T, b0, nr, c); return true;
+    case 4 * W: rows_simd_n<4, kLog1m>(a, T, b0, nr, c); return true;
+    default: return false;
+  }
+}
+
+// scan_tasks with the rows of this path (the generic loops where it does not apply)
+void tasks(const ScanArgs& a, int64_t begin, int64_t end) {
+  ChannelTables T;
+  init_tables(a, T);
+  for (int64_t c = begin; c < end; ++c) {
+    fill_channel(a, c, T);
+    fill_a_table(a, c, 0, a.nb, T);
+    for (int64_t b0 = 0; b0 < a.nb; b0 += kRows) {
+      const int64_t nr = std::min(kRows, a.nb - b0);
+      if (a.a.kind == 2) {
+        if (!rows<true>(a, T, b0, nr, c)) scan_rows<true>(a, T, b0, nr, c);
+      } else {
+        if (!rows<false>(a, T, b0, nr, c)) scan_rows<false>(a, T, b0, nr, c);
+      }
+    }
+  }
+}
