@@ -176,14 +176,20 @@ std::vector<at::Tensor> quantize_codes(const at::Tensor& x, const at::Tensor& sc
 // out[m, n] = float(acc[m, n] + zc[m] * wsum[n]) * (rs[m] * cs[n]) + bias[n]
 // acc = codes (int8, shifted by the offset) x weight codes (int32 sums); zc = offset - zp
 // puts the activation zero point back; rs / zc of size 1 broadcast (per-tensor scales).
+// split: acc is (M, 2N), the products with w_hi and w_lo (gemm.py), acc = 2 hi + lo.
 QI_INLINE void epilogue_rows(const int32_t* acc, float* out, const float* rs, const int32_t* zc,
                              bool per_row, const int32_t* wsum, const float* cs,
-                             const float* bias, float* scale_buf, int64_t N, int64_t m0,
-                             int64_t m1) {
+                             const float* bias, float* scale_buf, int32_t* acc_buf, bool split,
+                             int64_t N, int64_t m0, int64_t m1) {
   for (int64_t m = m0; m < m1; ++m) {
     const float r = per_row ? rs[m] : rs[0];
     const int32_t z = per_row ? zc[m] : zc[0];
     const int32_t* __restrict a = acc + m * N;
+    if (split) {
+      const int32_t* __restrict ah = acc + m * 2 * N;
+      for (int64_t n = 0; n < N; ++n) acc_buf[n] = 2 * ah[n] + ah[n + N];
+      a = acc_buf;
+    }
     float* __restrict o = out + m * N;
     float* __restrict sc = scale_buf;
     for (int64_t n = 0; n < N; ++n) sc[n] = r * cs[n];
@@ -196,16 +202,18 @@ QI_INLINE void epilogue_rows(const int32_t* acc, float* out, const float* rs, co
 }
 QI_DISPATCH(epilogue_rows,
             (const int32_t* acc, float* out, const float* rs, const int32_t* zc, bool per_row,
-             const int32_t* wsum, const float* cs, const float* bias, float* scale_buf, int64_t N,
-             int64_t m0, int64_t m1),
-            (acc, out, rs, zc, per_row, wsum, cs, bias, scale_buf, N, m0, m1))
+             const int32_t* wsum, const float* cs, const float* bias, float* scale_buf,
+             int32_t* acc_buf, bool split, int64_t N, int64_t m0, int64_t m1),
+            (acc, out, rs, zc, per_row, wsum, cs, bias, scale_buf, acc_buf, split, N, m0, m1))
 
 at::Tensor gemm_epilogue(const at::Tensor& acc, const at::Tensor& row_scale,
                          const at::Tensor& row_zc, const at::Tensor& wsum,
-                         const at::Tensor& col_scale, const std::optional<at::Tensor>& bias) {
+                         const at::Tensor& col_scale, const std::optional<at::Tensor>& bias,
+                         bool split) {
   TORCH_CHECK(acc.dim() == 2 && acc.is_contiguous() && acc.scalar_type() == at::kInt,
               "gemm_epilogue: contiguous int32 (M, N) accumulators");
-  const int64_t M = acc.size(0), N = acc.size(1);
+  TORCH_CHECK(!split || acc.size(1) % 2 == 0, "gemm_epilogue: split accumulators are (M, 2N)");
+  const int64_t M = acc.size(0), N = split ? acc.size(1) / 2 : acc.size(1);
   TORCH_CHECK(row_scale.numel() == row_zc.numel() && (row_scale.numel() == 1 || row_scale.numel() == M),
               "gemm_epilogue: row scale / zero point of size 1 or M");
   TORCH_CHECK(wsum.numel() == N && col_scale.numel() == N && (!bias || bias->numel() == N),
@@ -221,9 +229,10 @@ at::Tensor gemm_epilogue(const at::Tensor& acc, const at::Tensor& row_scale,
   const auto ws = wsum.contiguous(), cs = col_scale.contiguous();
   at::parallel_for(0, M, std::max<int64_t>(1, 8192 / std::max<int64_t>(N, 1)), [&](int64_t m0, int64_t m1) {
     std::vector<float> sbuf(N);
+    std::vector<int32_t> abuf(split ? N : 0);
     epilogue_rows_any(acc.data_ptr<int32_t>(), out.data_ptr<float>(), rs.data_ptr<float>(),
                       zc.data_ptr<int32_t>(), per_row, ws.data_ptr<int32_t>(), cs.data_ptr<float>(),
-                      bp, sbuf.data(), N, m0, m1);
+                      bp, sbuf.data(), abuf.data(), split, N, m0, m1);
   });
   return out;
 }
@@ -343,8 +352,10 @@ struct ScanArgs {
   int64_t nb, d, l, n, gB, dg, J;
   const float* u;  // (b, d, l) strides su
   int64_t su[3];
-  const int16_t* didx;  // (b, d, l) contiguous
-  const float* dvals;  // (J)
+  const int8_t* didx;  // (b, d, l) contiguous: delta code index - doff
+  int64_t doff;
+  const float* dv0;    // (J) delta value of each index
+  const float* dvals;  // dv0 + doff: dvals[code]
   const float* A;  // (d, n)
   const float* B;  // (b, gB, l, n) strides sB
   int64_t sB[4];
@@ -414,15 +425,15 @@ QI_INLINE void fill_a_table(const ScanArgs& a, int64_t c, int64_t b0, int64_t nr
   const float* Ac = a.A + c * n;
   std::fill(T.used.begin(), T.used.end(), 0);
   for (int64_t r = 0; r < nr; ++r) {
-    const int16_t* di = a.didx + ((b0 + r) * a.d + c) * a.l;
-    for (int64_t t = 0; t < a.l; ++t) T.used[di[t]] = 1;
+    const int8_t* di = a.didx + ((b0 + r) * a.d + c) * a.l;
+    for (int64_t t = 0; t < a.l; ++t) T.used[di[t] + a.doff] = 1;
   }
   const double two_f2 = std::ldexp(1.0, a.F2);
   const int32_t NA = a.a.qmax - a.a.qmin, shift = a.F2 - a.F;
   float* abar = T.prod.data();  // n floats of scratch (prod holds >= n)
   for (int64_t j = 0; j < J; ++j) {
     if (!T.used[j]) continue;
-    const float dv = a.dvals[j];
+    const float dv = a.dv0[j];
     int32_t* out = T.at.data() + j * n;
     for (int64_t k = 0; k < n; ++k) abar[k] = exp_f32(dv * Ac[k]);
     if (a.a.kind == 2) {  // log1m: the shift qA + F2 - F (at most 62)
@@ -491,7 +502,7 @@ QI_INLINE void b_terms_row(const ScanArgs& a, const ChannelTables& T, int64_t b,
   const int64_t n = a.n, grp = c / a.dg;
   const float cap = std::ldexp(static_cast<float>(2 * (a.h.qmax - a.h.qmin) + 1), a.F);
   const float* ur = a.u + b * a.su[0] + c * a.su[1];
-  const int16_t* di = a.didx + (b * a.d + c) * a.l;
+  const int8_t* di = a.didx + (b * a.d + c) * a.l;
   const float* Bb = a.B + b * a.sB[0] + grp * a.sB[1];
   const int32_t N = a.b.qmax - a.b.qmin;
   float xs[64], r[64];
@@ -614,7 +625,7 @@ QI_INLINE void scan_rows(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
       const int64_t b = b0 + r;
       int32_t* hr = T.h.data() + r * n;
       const int32_t* t2 = T.t2.data() + (r * l + t) * n;
-      const int32_t* at = T.at.data() + a.didx[(b * a.d + c) * l + t] * n;
+      const int32_t* at = T.at.data() + (a.didx[(b * a.d + c) * l + t] + a.doff) * n;
       if (first) {  // h_{-1} = 0: the value is the B term
         for (int64_t k = 0; k < n; ++k) hr[k] = 0;
         step_in_group<kLog1m>(hr, at, T.s2.data(), t2, T.lo.data() + g * n, T.hi.data() + g * n,
@@ -737,7 +748,8 @@ Grid make_grid(int64_t kind, const at::Tensor& scale, const at::Tensor& zp, int6
   return g;
 }
 
-at::Tensor int_scan_fwd(const at::Tensor& u, const at::Tensor& didx, const at::Tensor& dvals,
+at::Tensor int_scan_fwd(const at::Tensor& u, const at::Tensor& didx, int64_t didx_offset,
+                        const at::Tensor& dvals,
                         const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                         int64_t a_kind, const at::Tensor& a_scale, const at::Tensor& a_zp,
                         int64_t a_qmin, int64_t a_qmax, const std::optional<at::Tensor>& a_thr,
@@ -748,8 +760,10 @@ at::Tensor int_scan_fwd(const at::Tensor& u, const at::Tensor& didx, const at::T
                         int64_t F, int64_t F2) {
   TORCH_CHECK(u.dim() == 3 && u.scalar_type() == at::kFloat, "int_scan_fwd: float32 u (b, d, l)");
   const int64_t nb = u.size(0), d = u.size(1), l = u.size(2);
-  TORCH_CHECK(didx.sizes() == u.sizes() && didx.is_contiguous() && didx.scalar_type() == at::kShort,
-              "int_scan_fwd: int16 delta code indices shaped like u, contiguous");
+  TORCH_CHECK(didx.sizes() == u.sizes() && didx.is_contiguous() && didx.scalar_type() == at::kChar,
+              "int_scan_fwd: int8 delta codes (index - offset) shaped like u, contiguous");
+  TORCH_CHECK(didx_offset >= 0 && didx_offset <= 128 && dvals.numel() <= 128 + didx_offset,
+              "int_scan_fwd: delta index offset / table size");
   TORCH_CHECK(dvals.is_contiguous() && dvals.scalar_type() == at::kFloat, "int_scan_fwd: float32 delta values");
   TORCH_CHECK(A.dim() == 2 && A.size(0) == d && A.is_contiguous() && A.scalar_type() == at::kFloat,
               "int_scan_fwd: float32 A (d, n)");
@@ -766,8 +780,10 @@ at::Tensor int_scan_fwd(const at::Tensor& u, const at::Tensor& didx, const at::T
   a.J = dvals.numel();
   a.u = u.data_ptr<float>();
   for (int i = 0; i < 3; ++i) a.su[i] = u.stride(i);
-  a.didx = didx.data_ptr<int16_t>();
-  a.dvals = dvals.data_ptr<float>();
+  a.didx = didx.data_ptr<int8_t>();
+  a.doff = didx_offset;
+  a.dv0 = dvals.data_ptr<float>();
+  a.dvals = a.dv0 + didx_offset;
   a.A = A.data_ptr<float>();
   a.B = B.data_ptr<float>();
   a.C = C.data_ptr<float>();
@@ -802,13 +818,13 @@ TORCH_LIBRARY(qmamba_int, m) {
       &quantize_codes);
   m.def(
       "gemm_epilogue(Tensor acc, Tensor row_scale, Tensor row_zc, Tensor wsum, Tensor col_scale, "
-      "Tensor? bias) -> Tensor",
+      "Tensor? bias, bool split) -> Tensor",
       &gemm_epilogue);
   m.def(
       "dwconv1d_causal(Tensor x, Tensor w, int zc, float sx, Tensor sw, Tensor? bias) -> Tensor",
       &dwconv1d_causal);
   m.def(
-      "int_scan_fwd(Tensor u, Tensor didx, Tensor dvals, Tensor A, Tensor B, Tensor C, "
+      "int_scan_fwd(Tensor u, Tensor didx, int didx_offset, Tensor dvals, Tensor A, Tensor B, Tensor C, "
       "int a_kind, Tensor a_scale, Tensor a_zp, int a_qmin, int a_qmax, Tensor? a_thr, "
       "int b_kind, Tensor b_scale, Tensor b_zp, int b_qmin, int b_qmax, Tensor? b_thr, "
       "Tensor h_scale, Tensor h_zp, int h_qmin, int h_qmax, Tensor? h_group, int F, int F2) "

@@ -123,7 +123,7 @@ QI_INLINE bool b_terms_simd(const ScanArgs& a, const ChannelTables& T, int64_t b
   if (log_grid && !a.b.pow2) return false;
   const float cap = std::ldexp(static_cast<float>(2 * (a.h.qmax - a.h.qmin) + 1), a.F);
   const float* ur = a.u + b * a.su[0] + c * a.su[1];
-  const int16_t* di = a.didx + (b * a.d + c) * a.l;
+  const int8_t* di = a.didx + (b * a.d + c) * a.l;
   const float* Bb = a.B + b * a.sB[0] + grp * a.sB[1];
   const int32_t NB = a.b.qmax - a.b.qmin;
   const S::I zero = S::seti(0), one = S::seti(1), nb = S::seti(NB), absmask = S::seti(0x7fffffff);
@@ -201,7 +201,7 @@ QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
   S::I s2[NC];
   for (int ch = 0; ch < NC; ++ch) s2[ch] = S::loadi(T.s2.data() + ch * W);
   S::I h[R][NC];
-  const int16_t* di[R];
+  const int8_t* di[R];
   const float* Cb[R];
   float* yr[R];
   for (int r = 0; r < R; ++r) {
@@ -217,7 +217,7 @@ QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
       for (int r = 0; r < R; ++r) {
         alignas(64) int32_t hb[NC * W];
         for (int ch = 0; ch < NC; ++ch) S::storei(hb + ch * W, h[r][ch]);
-        step_boundary(a, hb, T.at.data() + di[r][t] * n, T, T.t2.data() + (r * l + t) * n, g);
+        step_boundary(a, hb, T.at.data() + (di[r][t] + a.doff) * n, T, T.t2.data() + (r * l + t) * n, g);
         for (int ch = 0; ch < NC; ++ch) h[r][ch] = S::loadi(hb + ch * W);
       }
     } else {
@@ -225,7 +225,7 @@ QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
         const S::I lo = S::loadi(T.lo.data() + g * n + ch * W);
         const S::I hi = S::loadi(T.hi.data() + g * n + ch * W);
         for (int r = 0; r < R; ++r) {
-          const S::I at = S::loadi(T.at.data() + di[r][t] * n + ch * W);
+          const S::I at = S::loadi(T.at.data() + (di[r][t] + a.doff) * n + ch * W);
           const S::I t2 = S::loadi(T.t2.data() + (r * l + t) * n + ch * W);
           h[r][ch] = step_simd<kLog1m>(h[r][ch], at, s2[ch], t2, lo, hi, a.F, a.F2);
         }
