@@ -79,6 +79,11 @@ class ActCodes(torch.nn.Module):
             shape[self.channel_axis] = -1
             x = x / self.smooth.view(shape)
         ops = int_kernels() if use_kernels() else None
+        if ops is not None and x.dim() == 2 and x.stride(1) == 1 and self.scale.numel() == 1 \
+                and self.zero_point.numel() == 1:  # rows of a wider tensor: read in place
+            codes, values = ops.quantize_codes(x, self.scale.reshape(1), self.zero_point.reshape(1),
+                                               float(self.qmin), float(self.qmax), self.offset, 1, want_values)
+            return codes, (values if want_values else None)
         layout = broadcast_layout(tuple(x.shape), tuple(self.scale.shape)) if ops is not None else None
         if layout is not None and broadcast_layout(tuple(x.shape), tuple(self.zero_point.shape)) == layout:
             mid, inner = layout
@@ -146,6 +151,8 @@ class DeltaTable(torch.nn.Module):
         zp = quantizer.zero_point if self.kind == "uniform" else torch.zeros(1)
         self.register_buffer("zero_point", zp.detach().float().reshape(1).clone())
         self.register_buffer("values", values.float().contiguous())
+        thresholds = log_grid_tables(base, qmin, qmax, torch.float32)[0] if self.kind == "log" else None
+        self.register_buffer("thresholds", thresholds)
 
     def index(self, delta: torch.Tensor) -> torch.Tensor:
         """int8 (index - offset) of each delta's code; delta >= 0 (after softplus)."""

@@ -19,6 +19,7 @@ from qmamba.integer.layers import IntConv1dCausal, IntConv2d, IntLinear
 from qmamba.integer.scan import IntegerScan
 from qmamba.integer.scan_plan import NotInteger, plan_scan
 from qmamba.integer.vim import IntScanBranch
+from qmamba.integer.vim_mixer import IntBiMambaMixer
 from qmamba.integer.vmamba import IntSS2D
 from qmamba.models.vim import BiMambaMixer
 from qmamba.models.vmamba_blocks import SS2D
@@ -42,7 +43,7 @@ def to_integer(model: nn.Module) -> nn.Module:
     records: list[LayerRecord] = []
     for name, module in list(model.named_modules()):
         if isinstance(module, BiMambaMixer):
-            _convert_vim_mixer(name, module, records)
+            _replace(model, name, _convert_vim_mixer(name, module, records))
         elif isinstance(module, SS2D):
             _replace(model, name, _convert_ss2d(name, module, records))
     handled = {r.name for r in records}  # layers the family modules decided on
@@ -62,9 +63,13 @@ def layer_table(model: nn.Module) -> list[dict]:
 def describe(model: nn.Module) -> str:
     """A short text: how many layers run integer, and every one that does not, with why."""
     records = getattr(model, "integer_layers", [])
-    n_int = sum(r.integer for r in records)
-    lines = [f"integer backend: {n_int} of {len(records)} layers and scans run on integers"]
-    for r in records:
+    layers = [r for r in records if r.kind != "mixer"]
+    n_int = sum(r.integer for r in layers)
+    lines = [f"integer backend: {n_int} of {len(layers)} layers and scans run on integers"]
+    mixers = [r for r in records if r.kind == "mixer"]
+    if mixers:
+        lines.append(f"  {sum(r.detail['fused'] for r in mixers)} of {len(mixers)} Vim mixers fused")
+    for r in layers:
         if not r.integer:
             lines.append(f"  float: {r.name} ({r.kind}): {r.reason}")
     return "\n".join(lines)
@@ -113,7 +118,8 @@ def _scan(name: str, points, d: int, n: int, records: list) -> IntegerScan | Non
     return scan
 
 
-def _convert_vim_mixer(prefix: str, mixer: BiMambaMixer, records: list) -> None:
+def _convert_vim_mixer(prefix: str, mixer: BiMambaMixer, records: list) -> IntBiMambaMixer | None:
+    """Convert the mixer's layers and branches in place; the fused mixer if it applies."""
     p = f"{prefix}." if prefix else ""
     for conv, x_proj, dt_proj, branch, A_log in (
         ("conv1d", "x_proj", "dt_proj", "forward_branch", mixer.A_log),
@@ -137,6 +143,13 @@ def _convert_vim_mixer(prefix: str, mixer: BiMambaMixer, records: list) -> None:
         d, n = A_log.shape
         scan = _scan(f"{p}{branch}.scan", br.quant, d, n, records)
         setattr(mixer, branch, IntScanBranch(br, scan, u_codes))
+    try:  # the fused, channels-last mixer when both branches are fully integer
+        fused = IntBiMambaMixer(mixer)
+    except NotInteger as e:
+        records.append(LayerRecord(prefix, "mixer", True, "", {"fused": False, "why_not_fused": str(e)}))
+        return None
+    records.append(LayerRecord(prefix, "mixer", True, "", {"fused": True}))
+    return fused
 
 
 def _convert_ss2d(name: str, op: SS2D, records: list) -> IntSS2D:

@@ -25,20 +25,30 @@ class IntegerScan(nn.Module):
         self.plan = plan
         self.delta = delta
 
-    def forward(self, u, didx, A, B, C) -> torch.Tensor:
+    def forward(self, u, didx, A, B, C, reverse: bool = False, y_out: torch.Tensor | None = None) -> torch.Tensor:
+        """y (b, d, l); `reverse`: step s reads (and writes y at) position l - 1 - s (Vim's
+        backward branch, without flipping); `y_out`: write y into this (b, d, l) view."""
         p, dt = self.plan, self.delta
         if B.stride(-1) != 1:
             B = B.contiguous()
         if C.stride(-1) != 1:
             C = C.contiguous()
         if not use_kernels():
+            flip = (lambda t: t.flip(-2 if t.dim() == 4 else -1)) if reverse else (lambda t: t)  # noqa: E731
             index = didx.long() + dt.offset
-            return int_scan_reference(p, u.float(), index, dt.values, A.float(), B.float(), C.float())
+            y = int_scan_reference(p, flip(u.float()), flip(index), dt.values, A.float(), flip(B.float()),
+                                   flip(C.float()))
+            y = flip(y)
+            if y_out is None:
+                return y
+            y_out.copy_(y)
+            return y_out
         return int_kernels().int_scan_fwd(
-            u.float(), didx.contiguous(), dt.offset, dt.values, A.float().contiguous(), B.float(), C.float(),
+            u.float(), didx, dt.offset, dt.values, A.float().contiguous(), B.float(), C.float(),
             KIND_CODE[p.a.kind], p.a.scale, p.a.zero_point, p.a.qmin, p.a.qmax, p.a.thresholds,
             KIND_CODE[p.b.kind], p.b.scale, p.b.zero_point, p.b.qmin, p.b.qmax, p.b.thresholds,
-            p.h.scale, p.h.zero_point, p.h.qmin, p.h.qmax, p.h.group, p.frac_bits, p.a_frac_bits)
+            p.h.scale, p.h.zero_point, p.h.qmin, p.h.qmax, p.h.group, p.frac_bits, p.a_frac_bits,
+            reverse, y_out)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.plan.describe().items())

@@ -117,37 +117,42 @@ QI_INLINE void codes_block(const float* __restrict x, int8_t* __restrict codes,
   }
 }
 
+// elements [i0, i1) of x viewed as (outer, mid, inner): runs of one parameter at a time
 template <bool kValues>
 QI_INLINE void codes_range_t(const float* x, int8_t* codes, float* values, const float* s,
                              const float* zp, int64_t mid, int64_t inner, float qmin,
-                             float qmax, float offset, int64_t r0, int64_t r1) {
-  // rows r = (outer index) * mid + mid index, each `inner` elements
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t c = r % mid;
-    codes_block<kValues>(x + r * inner, codes + r * inner,
-                         kValues ? values + r * inner : nullptr, s[c], zp[c], qmin, qmax,
-                         offset, inner);
+                             float qmax, float offset, int64_t i0, int64_t i1) {
+  int64_t i = i0;
+  while (i < i1) {
+    const int64_t c = (i / inner) % mid;
+    const int64_t end = mid == 1 ? i1 : std::min(i1, (i / inner + 1) * inner);
+    codes_block<kValues>(x + i, codes + i, kValues ? values + i : nullptr, s[c], zp[c], qmin, qmax,
+                         offset, end - i);
+    i = end;
   }
 }
 
 QI_INLINE void codes_range(const float* x, int8_t* codes, float* values, const float* s,
                            const float* zp, int64_t mid, int64_t inner, float qmin, float qmax,
-                           float offset, int64_t r0, int64_t r1) {
+                           float offset, int64_t i0, int64_t i1) {
   if (values != nullptr) {
-    codes_range_t<true>(x, codes, values, s, zp, mid, inner, qmin, qmax, offset, r0, r1);
+    codes_range_t<true>(x, codes, values, s, zp, mid, inner, qmin, qmax, offset, i0, i1);
   } else {
-    codes_range_t<false>(x, codes, values, s, zp, mid, inner, qmin, qmax, offset, r0, r1);
+    codes_range_t<false>(x, codes, values, s, zp, mid, inner, qmin, qmax, offset, i0, i1);
   }
 }
 QI_DISPATCH(codes_range,
             (const float* x, int8_t* codes, float* values, const float* s, const float* zp,
-             int64_t mid, int64_t inner, float qmin, float qmax, float offset, int64_t r0, int64_t r1),
-            (x, codes, values, s, zp, mid, inner, qmin, qmax, offset, r0, r1))
+             int64_t mid, int64_t inner, float qmin, float qmax, float offset, int64_t i0, int64_t i1),
+            (x, codes, values, s, zp, mid, inner, qmin, qmax, offset, i0, i1))
 
 std::vector<at::Tensor> quantize_codes(const at::Tensor& x, const at::Tensor& scale,
                                        const at::Tensor& zp, double qmin, double qmax,
                                        int64_t offset, int64_t inner, bool want_values) {
-  TORCH_CHECK(x.is_contiguous() && x.scalar_type() == at::kFloat, "quantize_codes: contiguous float32 x");
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "quantize_codes: float32 x");
+  const bool rows_view = !x.is_contiguous();  // a 2D view with a row stride (per tensor)
+  TORCH_CHECK(!rows_view || (x.dim() == 2 && x.stride(1) == 1 && scale.numel() == 1),
+              "quantize_codes: contiguous x, or a 2D view with contiguous rows and one scale");
   TORCH_CHECK(scale.is_contiguous() && zp.is_contiguous() && scale.scalar_type() == at::kFloat &&
                   zp.scalar_type() == at::kFloat && scale.numel() == zp.numel(),
               "quantize_codes: float32 scale / zero point of equal size");
@@ -156,7 +161,7 @@ std::vector<at::Tensor> quantize_codes(const at::Tensor& x, const at::Tensor& sc
               "quantize_codes: x must be (outer, scale.numel(), inner)");
   TORCH_CHECK(qmin - offset >= -128 && qmax - offset <= 127, "quantize_codes: codes do not fit int8");
   auto codes = at::empty(x.sizes(), x.options().dtype(at::kChar));
-  at::Tensor values = want_values ? at::empty_like(x) : at::Tensor();
+  at::Tensor values = want_values ? at::empty(x.sizes(), x.options()) : at::Tensor();
   const float* xp = x.data_ptr<float>();
   int8_t* cp = codes.data_ptr<int8_t>();
   float* vp = want_values ? values.data_ptr<float>() : nullptr;
@@ -164,10 +169,18 @@ std::vector<at::Tensor> quantize_codes(const at::Tensor& x, const at::Tensor& sc
   const float* zpp = zp.data_ptr<float>();
   const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
   const float off = static_cast<float>(offset);
-  const int64_t rows = total / inner;
-  const int64_t grain = std::max<int64_t>(1, 16384 / inner);
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-    codes_range_any(xp, cp, vp, sp, zpp, mid, inner, lo, hi, off, r0, r1);
+  if (rows_view) {
+    const int64_t K = x.size(1), rs = x.stride(0);
+    at::parallel_for(0, x.size(0), std::max<int64_t>(1, 32768 / std::max<int64_t>(K, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        codes_range_any(xp + r * rs, cp + r * K, vp != nullptr ? vp + r * K : nullptr, sp, zpp, 1, 1,
+                        lo, hi, off, 0, K);
+      }
+    });
+    return {codes, values};
+  }
+  at::parallel_for(0, total, 32768, [&](int64_t i0, int64_t i1) {
+    codes_range_any(xp, cp, vp, sp, zpp, mid, inner, lo, hi, off, i0, i1);
   });
   return {codes, values};
 }
@@ -335,6 +348,206 @@ QI_INLINE int32_t log_count(float r, const float* c, int32_t N) {
   return lo;
 }
 
+// ------------------------------------------------------------------------ fused Vim mixer
+// Elementwise pieces of Vim's mixer on channels-last (B, L, E) tensors (qmamba/integer/
+// vim_mixer.py); their PyTorch references (qmamba/integer/fused_reference.py) perform the
+// same float32 operations. silu and softplus are written in plain float32 multiplies,
+// adds and divisions (exp_f32 below), so the references reproduce them bit for bit.
+
+// silu(x) = x / (1 + exp(-x))
+QI_INLINE float silu_f32(float x) { return x / (1.0f + exp_f32(-x)); }
+
+// softplus(x) = x above 20 (torch's threshold), else max(x, 0) + log1p(e), e = exp(-|x|):
+// log1p(e) = 2 atanh(w), w = e / (2 + e) in (0, 1/3]: the odd series
+// 2 (w + w^3/3 + ... + w^17/17), Horner in w^2
+constexpr float kAtanh[9] = {1.0f / 17, 1.0f / 15, 1.0f / 13, 1.0f / 11, 1.0f / 9,
+                             1.0f / 7, 1.0f / 5, 1.0f / 3, 1.0f};
+QI_INLINE float softplus_f32(float x) {
+  const float e = exp_f32(-std::fabs(x));
+  const float w = e / (2.0f + e);
+  const float w2 = w * w;
+  float p = kAtanh[0];
+  for (int i = 1; i < 9; ++i) p = p * w2 + kAtanh[i];
+  const float v = (x > 0.0f ? x : 0.0f) + (2.0f * w) * p;
+  return x > 20.0f ? x : v;
+}
+
+QI_INLINE float quant_value(float x, float s, float zp, float qmin, float qmax) {
+  float q = std::nearbyint(x / s) + zp;
+  q = q < qmin ? qmin : q;
+  q = q > qmax ? qmax : q;
+  return (q - zp) * s;
+}
+
+// u codes of Vim's causal depthwise conv on x codes (B, L, E) (offset applied), channels
+// last: pre = float(acc) * (sx * sw[c]) + bias[c], acc = sum_j (x[p - (K-1) + j] + zc) w[c, j]
+// (reverse: x[p + (K-1) - j], the conv of the backward branch on the unflipped sequence),
+// u = silu(pre), codes = clamp(nearbyint(u / su) + zpu, qmin, qmax) - off, values (q - zp) su.
+QI_INLINE void conv_silu_rows(const int8_t* x, const int8_t* w, int8_t* codes, float* vals,
+                              const float* scale, const float* bias, int32_t zc, int64_t L,
+                              int64_t E, int64_t K, bool reverse, float su, float zpu, float qmin,
+                              float qmax, float off, int64_t r0, int64_t r1, int32_t* acc, float* pre) {
+  for (int64_t r = r0; r < r1; ++r) {  // r = b * L + p
+    const int64_t b = r / L, p = r % L;
+    for (int64_t c = 0; c < E; ++c) acc[c] = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t src = reverse ? p + (K - 1) - j : p - (K - 1) + j;
+      if (src < 0 || src >= L) continue;
+      const int8_t* xr = x + (b * L + src) * E;
+      for (int64_t c = 0; c < E; ++c) acc[c] += (static_cast<int32_t>(xr[c]) + zc) * static_cast<int32_t>(w[c * K + j]);
+    }
+    for (int64_t c = 0; c < E; ++c) pre[c] = static_cast<float>(acc[c]) * scale[c] + bias[c];
+    int8_t* cr = codes + r * E;
+    float* vr = vals + r * E;
+    for (int64_t c = 0; c < E; ++c) {
+      const float u = silu_f32(pre[c]);
+      float q = std::nearbyint(u / su) + zpu;
+      q = q < qmin ? qmin : q;
+      q = q > qmax ? qmax : q;
+      cr[c] = static_cast<int8_t>(static_cast<int32_t>(q - off));
+      vr[c] = (q - zpu) * su;
+    }
+  }
+}
+QI_DISPATCH(conv_silu_rows,
+            (const int8_t* x, const int8_t* w, int8_t* codes, float* vals, const float* scale,
+             const float* bias, int32_t zc, int64_t L, int64_t E, int64_t K, bool reverse, float su,
+             float zpu, float qmin, float qmax, float off, int64_t r0, int64_t r1, int32_t* acc,
+             float* pre),
+            (x, w, codes, vals, scale, bias, zc, L, E, K, reverse, su, zpu, qmin, qmax, off, r0, r1, acc, pre))
+
+std::vector<at::Tensor> conv_silu_codes(const at::Tensor& x, const at::Tensor& w, int64_t zc, double sx,
+                                        const at::Tensor& sw, const at::Tensor& bias, bool reverse,
+                                        double su, double zpu, double qmin, double qmax, int64_t off) {
+  TORCH_CHECK(x.dim() == 3 && x.is_contiguous() && x.scalar_type() == at::kChar,
+              "conv_silu_codes: contiguous int8 (B, L, E) codes");
+  const int64_t L = x.size(1), E = x.size(2);
+  TORCH_CHECK(w.dim() == 2 && w.size(0) == E && w.is_contiguous() && w.scalar_type() == at::kChar,
+              "conv_silu_codes: int8 (E, K) weight codes");
+  TORCH_CHECK(sw.numel() == E && bias.numel() == E && sw.scalar_type() == at::kFloat &&
+                  bias.scalar_type() == at::kFloat, "conv_silu_codes: float32 (E) scales and bias");
+  auto codes = at::empty(x.sizes(), x.options());
+  auto vals = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+  // the per-channel product sx * sw[c] once, as the reference computes it
+  auto scale = at::empty({E}, sw.options());
+  const float sxf = static_cast<float>(sx);
+  const auto swc = sw.contiguous(), bc = bias.contiguous();
+  for (int64_t c = 0; c < E; ++c) scale.data_ptr<float>()[c] = sxf * swc.data_ptr<float>()[c];
+  at::parallel_for(0, x.size(0) * L, 8, [&](int64_t r0, int64_t r1) {
+    std::vector<int32_t> acc(E);
+    std::vector<float> pre(E);
+    conv_silu_rows_any(x.data_ptr<int8_t>(), w.data_ptr<int8_t>(), codes.data_ptr<int8_t>(),
+                       vals.data_ptr<float>(), scale.data_ptr<float>(), bc.data_ptr<float>(),
+                       static_cast<int32_t>(zc), L, E, w.size(1), reverse, static_cast<float>(su),
+                       static_cast<float>(zpu), static_cast<float>(qmin), static_cast<float>(qmax),
+                       static_cast<float>(off), r0, r1, acc.data(), pre.data());
+  });
+  return {codes, vals};
+}
+
+// delta codes from dt (M, E): delta = softplus(dt + bias[c]); uniform grid: index =
+// clamp(nearbyint(delta / s) + zp, qmin, qmax) - qmin - off; log grid: r = delta / s
+// (delta >= 0), index = #{k : r < c_k} - off (r == 0: N), the DeltaTable's index.
+QI_INLINE void delta_rows(const float* dt, const float* bias, int8_t* out, bool uniform, float s,
+                          float zp, float qmin, float qmax, float off, const float* thr, int32_t N,
+                          int64_t E, int64_t r0, int64_t r1, float* buf) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* d = dt + r * E;
+    int8_t* o = out + r * E;
+    for (int64_t c = 0; c < E; ++c) buf[c] = softplus_f32(d[c] + bias[c]);
+    if (uniform) {
+      for (int64_t c = 0; c < E; ++c) {
+        float q = std::nearbyint(buf[c] / s) + zp;
+        q = q < qmin ? qmin : q;
+        q = q > qmax ? qmax : q;
+        o[c] = static_cast<int8_t>(static_cast<int32_t>(q - qmin - off));
+      }
+    } else {
+      for (int64_t c = 0; c < E; ++c) {
+        float rr = buf[c] / s;
+        rr = rr < 0.0f ? 0.0f : rr;
+        o[c] = static_cast<int8_t>(log_count(rr, thr, N) - static_cast<int32_t>(off));
+      }
+    }
+  }
+}
+QI_DISPATCH(delta_rows,
+            (const float* dt, const float* bias, int8_t* out, bool uniform, float s, float zp, float qmin,
+             float qmax, float off, const float* thr, int32_t N, int64_t E, int64_t r0, int64_t r1,
+             float* buf),
+            (dt, bias, out, uniform, s, zp, qmin, qmax, off, thr, N, E, r0, r1, buf))
+
+at::Tensor delta_codes(const at::Tensor& dt, const at::Tensor& bias, bool uniform, double s, double zp,
+                       double qmin, double qmax, int64_t off, const std::optional<at::Tensor>& thr) {
+  TORCH_CHECK(dt.dim() == 2 && dt.is_contiguous() && dt.scalar_type() == at::kFloat,
+              "delta_codes: contiguous float32 (M, E) dt");
+  const int64_t E = dt.size(1);
+  TORCH_CHECK(bias.numel() == E && bias.scalar_type() == at::kFloat, "delta_codes: float32 (E) bias");
+  TORCH_CHECK(uniform || (thr.has_value() && thr->is_contiguous() && thr->scalar_type() == at::kFloat),
+              "delta_codes: float32 thresholds of the log grid");
+  auto out = at::empty(dt.sizes(), dt.options().dtype(at::kChar));
+  const auto bc = bias.contiguous();
+  const float* tp = uniform ? nullptr : thr->data_ptr<float>();
+  const int32_t N = uniform ? 0 : static_cast<int32_t>(thr->numel());
+  at::parallel_for(0, dt.size(0), 8, [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf(E);
+    delta_rows_any(dt.data_ptr<float>(), bc.data_ptr<float>(), out.data_ptr<int8_t>(), uniform,
+                   static_cast<float>(s), static_cast<float>(zp), static_cast<float>(qmin),
+                   static_cast<float>(qmax), static_cast<float>(off), tp, N, E, r0, r1, buf.data());
+  });
+  return out;
+}
+
+// The scan's output stage of one direction, channels last (M = B L rows of E):
+// v = Q_y(y) + D[c] u; with a gate, v = v * Q_z(silu(z)); with prev (the forward branch's
+// output), v = (prev + v) / 2 (the mixer's average); written to out.
+QI_INLINE void scan_out_rows(const float* y, const float* u, const float* z, int64_t zs,
+                             const float* D, const float* prev, float* out, float sy, float zpy,
+                             float qyl, float qyh, bool gate, float sz, float zpz, float qzl,
+                             float qzh, int64_t E, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* yr = y + r * E;
+    const float* ur = u + r * E;
+    const float* zr = z + r * zs;
+    float* o = out + r * E;
+    for (int64_t c = 0; c < E; ++c) {
+      float v = quant_value(yr[c], sy, zpy, qyl, qyh) + D[c] * ur[c];
+      if (gate) v = v * quant_value(silu_f32(zr[c]), sz, zpz, qzl, qzh);
+      if (prev != nullptr) v = (prev[r * E + c] + v) / 2.0f;
+      o[c] = v;
+    }
+  }
+}
+QI_DISPATCH(scan_out_rows,
+            (const float* y, const float* u, const float* z, int64_t zs, const float* D, const float* prev,
+             float* out, float sy, float zpy, float qyl, float qyh, bool gate, float sz, float zpz,
+             float qzl, float qzh, int64_t E, int64_t r0, int64_t r1),
+            (y, u, z, zs, D, prev, out, sy, zpy, qyl, qyh, gate, sz, zpz, qzl, qzh, E, r0, r1))
+
+at::Tensor scan_out(const at::Tensor& y, const at::Tensor& u, const std::optional<at::Tensor>& z,
+                    const at::Tensor& D, const std::optional<at::Tensor>& prev, at::Tensor out,
+                    double sy, double zpy, double qyl, double qyh, double sz, double zpz, double qzl,
+                    double qzh) {
+  TORCH_CHECK(y.dim() == 2 && y.is_contiguous() && u.sizes() == y.sizes() && u.is_contiguous() &&
+                  out.sizes() == y.sizes() && out.is_contiguous(),
+              "scan_out: contiguous (M, E) y, u and out");
+  const int64_t E = y.size(1);
+  TORCH_CHECK(!z || (z->dim() == 2 && z->size(0) == y.size(0) && z->size(1) == E && z->stride(1) == 1),
+              "scan_out: z (M, E) with contiguous rows");
+  TORCH_CHECK(!prev || (prev->sizes() == y.sizes() && prev->is_contiguous()), "scan_out: prev like y");
+  TORCH_CHECK(D.numel() == E, "scan_out: D of size E");
+  const auto Dc = D.contiguous();
+  at::parallel_for(0, y.size(0), 8, [&](int64_t r0, int64_t r1) {
+    scan_out_rows_any(y.data_ptr<float>(), u.data_ptr<float>(), z ? z->data_ptr<float>() : nullptr,
+                      z ? z->stride(0) : 0, Dc.data_ptr<float>(), prev ? prev->data_ptr<float>() : nullptr,
+                      out.data_ptr<float>(), static_cast<float>(sy), static_cast<float>(zpy),
+                      static_cast<float>(qyl), static_cast<float>(qyh), z.has_value(),
+                      static_cast<float>(sz), static_cast<float>(zpz), static_cast<float>(qzl),
+                      static_cast<float>(qzh), E, r0, r1);
+  });
+  return out;
+}
+
 struct Grid {  // one quantizer of the scan, expanded to (G, d, n)
   int64_t kind = 0;  // 1 uniform, 2 log1m, 3 log_signed
   const float* scale = nullptr;
@@ -352,7 +565,8 @@ struct ScanArgs {
   int64_t nb, d, l, n, gB, dg, J;
   const float* u;  // (b, d, l) strides su
   int64_t su[3];
-  const int8_t* didx;  // (b, d, l) contiguous: delta code index - doff
+  const int8_t* didx;  // (b, d, l) strides sd: delta code index - doff
+  int64_t sd[3];
   int64_t doff;
   const float* dv0;    // (J) delta value of each index
   const float* dvals;  // dv0 + doff: dvals[code]
@@ -361,7 +575,8 @@ struct ScanArgs {
   int64_t sB[4];
   const float* C;  // (b, gB, l, n) strides sC
   int64_t sC[4];
-  float* y;  // (b, d, l)
+  float* y;  // (b, d, l) strides sy
+  int64_t sy[3];
   Grid a, b, h;
   int32_t F, F2;
 };
@@ -425,8 +640,8 @@ QI_INLINE void fill_a_table(const ScanArgs& a, int64_t c, int64_t b0, int64_t nr
   const float* Ac = a.A + c * n;
   std::fill(T.used.begin(), T.used.end(), 0);
   for (int64_t r = 0; r < nr; ++r) {
-    const int8_t* di = a.didx + ((b0 + r) * a.d + c) * a.l;
-    for (int64_t t = 0; t < a.l; ++t) T.used[di[t] + a.doff] = 1;
+    const int8_t* di = a.didx + (b0 + r) * a.sd[0] + c * a.sd[1];
+    for (int64_t t = 0; t < a.l; ++t) T.used[di[t * a.sd[2]] + a.doff] = 1;
   }
   const double two_f2 = std::ldexp(1.0, a.F2);
   const int32_t NA = a.a.qmax - a.a.qmin, shift = a.F2 - a.F;
@@ -502,13 +717,13 @@ QI_INLINE void b_terms_row(const ScanArgs& a, const ChannelTables& T, int64_t b,
   const int64_t n = a.n, grp = c / a.dg;
   const float cap = std::ldexp(static_cast<float>(2 * (a.h.qmax - a.h.qmin) + 1), a.F);
   const float* ur = a.u + b * a.su[0] + c * a.su[1];
-  const int8_t* di = a.didx + (b * a.d + c) * a.l;
+  const int8_t* di = a.didx + b * a.sd[0] + c * a.sd[1];
   const float* Bb = a.B + b * a.sB[0] + grp * a.sB[1];
   const int32_t N = a.b.qmax - a.b.qmin;
   float xs[64], r[64];
   int32_t m[64];
   for (int64_t t = 0; t < a.l; ++t) {
-    const float du = a.dvals[di[t]] * ur[t * a.su[2]];
+    const float du = a.dvals[di[t * a.sd[2]]] * ur[t * a.su[2]];
     const float* Bt = Bb + t * a.sB[2];
     const int64_t g = a.h.group != nullptr ? a.h.group[t] : 0;
     const float* rb = T.rb.data() + g * n;
@@ -625,7 +840,7 @@ QI_INLINE void scan_rows(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
       const int64_t b = b0 + r;
       int32_t* hr = T.h.data() + r * n;
       const int32_t* t2 = T.t2.data() + (r * l + t) * n;
-      const int32_t* at = T.at.data() + (a.didx[(b * a.d + c) * l + t] + a.doff) * n;
+      const int32_t* at = T.at.data() + (a.didx[b * a.sd[0] + c * a.sd[1] + t * a.sd[2]] + a.doff) * n;
       if (first) {  // h_{-1} = 0: the value is the B term
         for (int64_t k = 0; k < n; ++k) hr[k] = 0;
         step_in_group<kLog1m>(hr, at, T.s2.data(), t2, T.lo.data() + g * n, T.hi.data() + g * n,
@@ -640,7 +855,7 @@ QI_INLINE void scan_rows(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
       const float* hs = T.hs.data() + g * n;
       float* p = T.prod.data();
       for (int64_t k = 0; k < n; ++k) p[k] = (static_cast<float>(hr[k]) * hs[k]) * Ct[k * a.sC[3]];
-      a.y[(b * a.d + c) * l + t] = tree_sum(p, n, P);
+      a.y[b * a.sy[0] + c * a.sy[1] + t * a.sy[2]] = tree_sum(p, n, P);
     }
   }
 }
@@ -757,11 +972,11 @@ at::Tensor int_scan_fwd(const at::Tensor& u, const at::Tensor& didx, int64_t did
                         int64_t b_qmin, int64_t b_qmax, const std::optional<at::Tensor>& b_thr,
                         const at::Tensor& h_scale, const at::Tensor& h_zp, int64_t h_qmin,
                         int64_t h_qmax, const std::optional<at::Tensor>& h_group,
-                        int64_t F, int64_t F2) {
+                        int64_t F, int64_t F2, bool reverse, const std::optional<at::Tensor>& y_out) {
   TORCH_CHECK(u.dim() == 3 && u.scalar_type() == at::kFloat, "int_scan_fwd: float32 u (b, d, l)");
   const int64_t nb = u.size(0), d = u.size(1), l = u.size(2);
-  TORCH_CHECK(didx.sizes() == u.sizes() && didx.is_contiguous() && didx.scalar_type() == at::kChar,
-              "int_scan_fwd: int8 delta codes (index - offset) shaped like u, contiguous");
+  TORCH_CHECK(didx.sizes() == u.sizes() && didx.scalar_type() == at::kChar,
+              "int_scan_fwd: int8 delta codes (index - offset) shaped like u");
   TORCH_CHECK(didx_offset >= 0 && didx_offset <= 128 && dvals.numel() <= 128 + didx_offset,
               "int_scan_fwd: delta index offset / table size");
   TORCH_CHECK(dvals.is_contiguous() && dvals.scalar_type() == at::kFloat, "int_scan_fwd: float32 delta values");
@@ -779,7 +994,6 @@ at::Tensor int_scan_fwd(const at::Tensor& u, const at::Tensor& didx, int64_t did
   a.nb = nb; a.d = d; a.l = l; a.n = n; a.gB = B.size(1); a.dg = d / B.size(1);
   a.J = dvals.numel();
   a.u = u.data_ptr<float>();
-  for (int i = 0; i < 3; ++i) a.su[i] = u.stride(i);
   a.didx = didx.data_ptr<int8_t>();
   a.doff = didx_offset;
   a.dv0 = dvals.data_ptr<float>();
@@ -787,6 +1001,10 @@ at::Tensor int_scan_fwd(const at::Tensor& u, const at::Tensor& didx, int64_t did
   a.A = A.data_ptr<float>();
   a.B = B.data_ptr<float>();
   a.C = C.data_ptr<float>();
+  for (int i = 0; i < 3; ++i) {
+    a.su[i] = u.stride(i);
+    a.sd[i] = didx.stride(i);
+  }
   for (int i = 0; i < 4; ++i) {
     a.sB[i] = B.stride(i);
     a.sC[i] = C.stride(i);
@@ -802,8 +1020,22 @@ at::Tensor int_scan_fwd(const at::Tensor& u, const at::Tensor& didx, int64_t did
   }
   a.F = static_cast<int32_t>(F);
   a.F2 = static_cast<int32_t>(F2);
-  auto y = at::empty({nb, d, l}, u.options());
+  at::Tensor y = y_out.has_value() ? *y_out : at::empty({nb, d, l}, u.options());
+  TORCH_CHECK(y.sizes() == u.sizes() && y.scalar_type() == at::kFloat, "int_scan_fwd: y_out shaped like u");
   a.y = y.data_ptr<float>();
+  for (int i = 0; i < 3; ++i) a.sy[i] = y.stride(i);
+  if (reverse) {  // step s reads and writes position l - 1 - s: negative time strides
+    a.u += (l - 1) * a.su[2];
+    a.su[2] = -a.su[2];
+    a.didx += (l - 1) * a.sd[2];
+    a.sd[2] = -a.sd[2];
+    a.B += (l - 1) * a.sB[2];
+    a.sB[2] = -a.sB[2];
+    a.C += (l - 1) * a.sC[2];
+    a.sC[2] = -a.sC[2];
+    a.y += (l - 1) * a.sy[2];
+    a.sy[2] = -a.sy[2];
+  }
   at::parallel_for(0, d, 1, [&](int64_t begin, int64_t end) { scan_tasks_any(a, begin, end); });
   return y;
 }
@@ -824,10 +1056,22 @@ TORCH_LIBRARY(qmamba_int, m) {
       "dwconv1d_causal(Tensor x, Tensor w, int zc, float sx, Tensor sw, Tensor? bias) -> Tensor",
       &dwconv1d_causal);
   m.def(
+      "conv_silu_codes(Tensor x, Tensor w, int zc, float sx, Tensor sw, Tensor bias, bool reverse, "
+      "float su, float zpu, float qmin, float qmax, int off) -> Tensor[]",
+      &conv_silu_codes);
+  m.def(
+      "delta_codes(Tensor dt, Tensor bias, bool uniform, float s, float zp, float qmin, float qmax, "
+      "int off, Tensor? thr) -> Tensor",
+      &delta_codes);
+  m.def(
+      "scan_out(Tensor y, Tensor u, Tensor? z, Tensor D, Tensor? prev, Tensor(a!) out, float sy, "
+      "float zpy, float qyl, float qyh, float sz, float zpz, float qzl, float qzh) -> Tensor(a!)",
+      &scan_out);
+  m.def(
       "int_scan_fwd(Tensor u, Tensor didx, int didx_offset, Tensor dvals, Tensor A, Tensor B, Tensor C, "
       "int a_kind, Tensor a_scale, Tensor a_zp, int a_qmin, int a_qmax, Tensor? a_thr, "
       "int b_kind, Tensor b_scale, Tensor b_zp, int b_qmin, int b_qmax, Tensor? b_thr, "
-      "Tensor h_scale, Tensor h_zp, int h_qmin, int h_qmax, Tensor? h_group, int F, int F2) "
-      "-> Tensor",
+      "Tensor h_scale, Tensor h_zp, int h_qmin, int h_qmax, Tensor? h_group, int F, int F2, "
+      "bool reverse, Tensor(a!)? y_out) -> Tensor",
       &int_scan_fwd);
 }

@@ -123,7 +123,7 @@ QI_INLINE bool b_terms_simd(const ScanArgs& a, const ChannelTables& T, int64_t b
   if (log_grid && !a.b.pow2) return false;
   const float cap = std::ldexp(static_cast<float>(2 * (a.h.qmax - a.h.qmin) + 1), a.F);
   const float* ur = a.u + b * a.su[0] + c * a.su[1];
-  const int8_t* di = a.didx + (b * a.d + c) * a.l;
+  const int8_t* di = a.didx + b * a.sd[0] + c * a.sd[1];
   const float* Bb = a.B + b * a.sB[0] + grp * a.sB[1];
   const int32_t NB = a.b.qmax - a.b.qmin;
   const S::I zero = S::seti(0), one = S::seti(1), nb = S::seti(NB), absmask = S::seti(0x7fffffff);
@@ -138,7 +138,7 @@ QI_INLINE bool b_terms_simd(const ScanArgs& a, const ChannelTables& T, int64_t b
     zpB[ch] = S::loadf(T.zpB.data() + ch * W);
   }
   for (int64_t t = 0; t < a.l; ++t) {
-    const S::F du = S::setf(a.dvals[di[t]] * ur[t * a.su[2]]);
+    const S::F du = S::setf(a.dvals[di[t * a.sd[2]]] * ur[t * a.su[2]]);
     const float* Bt = Bb + t * a.sB[2];
     const float* rbt = T.rb.data() + (a.h.group != nullptr ? a.h.group[t] : 0) * n;
     for (int ch = 0; ch < NC; ++ch) {
@@ -206,9 +206,9 @@ QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
   float* yr[R];
   for (int r = 0; r < R; ++r) {
     for (int ch = 0; ch < NC; ++ch) h[r][ch] = S::seti(0);
-    di[r] = a.didx + ((b0 + r) * a.d + c) * l;
+    di[r] = a.didx + (b0 + r) * a.sd[0] + c * a.sd[1];
     Cb[r] = a.C + (b0 + r) * a.sC[0] + grp * a.sC[1];
-    yr[r] = a.y + ((b0 + r) * a.d + c) * l;
+    yr[r] = a.y + (b0 + r) * a.sy[0] + c * a.sy[1];
   }
   int64_t gprev = a.h.group != nullptr ? a.h.group[0] : 0;
   for (int64_t t = 0; t < l; ++t) {
@@ -217,7 +217,7 @@ QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
       for (int r = 0; r < R; ++r) {
         alignas(64) int32_t hb[NC * W];
         for (int ch = 0; ch < NC; ++ch) S::storei(hb + ch * W, h[r][ch]);
-        step_boundary(a, hb, T.at.data() + (di[r][t] + a.doff) * n, T, T.t2.data() + (r * l + t) * n, g);
+        step_boundary(a, hb, T.at.data() + (di[r][t * a.sd[2]] + a.doff) * n, T, T.t2.data() + (r * l + t) * n, g);
         for (int ch = 0; ch < NC; ++ch) h[r][ch] = S::loadi(hb + ch * W);
       }
     } else {
@@ -225,7 +225,7 @@ QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
         const S::I lo = S::loadi(T.lo.data() + g * n + ch * W);
         const S::I hi = S::loadi(T.hi.data() + g * n + ch * W);
         for (int r = 0; r < R; ++r) {
-          const S::I at = S::loadi(T.at.data() + (di[r][t] + a.doff) * n + ch * W);
+          const S::I at = S::loadi(T.at.data() + (di[r][t * a.sd[2]] + a.doff) * n + ch * W);
           const S::I t2 = S::loadi(T.t2.data() + (r * l + t) * n + ch * W);
           h[r][ch] = step_simd<kLog1m>(h[r][ch], at, s2[ch], t2, lo, hi, a.F, a.F2);
         }
@@ -238,7 +238,7 @@ QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
         const S::F hs = S::loadf(T.hs.data() + g * n + ch * W);
         p[ch] = S::fmul(S::fmul(S::tof(h[r][ch]), hs), S::loadf(Cb[r] + t * a.sC[2] + ch * W));
       }
-      yr[r][t] = tree_chunks<NC>(p);
+      yr[r][t * a.sy[2]] = tree_chunks<NC>(p);
     }
   }
 }
