@@ -23,7 +23,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from qmamba.integer.codes import ActCodes, DeltaTable, use_kernels
+from qmamba.integer.codes import DeltaTable, use_kernels
 from qmamba.integer.fused_reference import conv_silu_codes_ref, delta_codes_ref, scan_out_ref
 from qmamba.integer.layers import IntConv1dCausal, IntLinear
 from qmamba.integer.scan import IntegerScan

@@ -379,8 +379,8 @@ QI_INLINE float quant_value(float x, float s, float zp, float qmin, float qmax) 
   return (q - zp) * s;
 }
 
-// u codes of Vim's causal depthwise conv on x codes (B, L, E) (offset applied), channels
-// last: pre = float(acc) * (sx * sw[c]) + bias[c], acc = sum_j (x[p - (K-1) + j] + zc) w[c, j]
+// u codes of Vim's causal depthwise conv on x codes (B, L, E) (offset applied), weights
+// w (K, E) (tap-major), channels last: pre = float(acc) * (sx * sw[c]) + bias[c], acc = sum_j (x[p - (K-1) + j] + zc) w[c, j]
 // (reverse: x[p + (K-1) - j], the conv of the backward branch on the unflipped sequence),
 // u = silu(pre), codes = clamp(nearbyint(u / su) + zpu, qmin, qmax) - off, values (q - zp) su.
 QI_INLINE void conv_silu_rows(const int8_t* x, const int8_t* w, int8_t* codes, float* vals,
@@ -394,7 +394,7 @@ QI_INLINE void conv_silu_rows(const int8_t* x, const int8_t* w, int8_t* codes, f
       const int64_t src = reverse ? p + (K - 1) - j : p - (K - 1) + j;
       if (src < 0 || src >= L) continue;
       const int8_t* xr = x + (b * L + src) * E;
-      for (int64_t c = 0; c < E; ++c) acc[c] += (static_cast<int32_t>(xr[c]) + zc) * static_cast<int32_t>(w[c * K + j]);
+      for (int64_t c = 0; c < E; ++c) acc[c] += (static_cast<int32_t>(xr[c]) + zc) * static_cast<int32_t>(w[j * E + c]);
     }
     for (int64_t c = 0; c < E; ++c) pre[c] = static_cast<float>(acc[c]) * scale[c] + bias[c];
     int8_t* cr = codes + r * E;
@@ -415,35 +415,6 @@ QI_DISPATCH(conv_silu_rows,
              float zpu, float qmin, float qmax, float off, int64_t r0, int64_t r1, int32_t* acc,
              float* pre),
             (x, w, codes, vals, scale, bias, zc, L, E, K, reverse, su, zpu, qmin, qmax, off, r0, r1, acc, pre))
-
-std::vector<at::Tensor> conv_silu_codes(const at::Tensor& x, const at::Tensor& w, int64_t zc, double sx,
-                                        const at::Tensor& sw, const at::Tensor& bias, bool reverse,
-                                        double su, double zpu, double qmin, double qmax, int64_t off) {
-  TORCH_CHECK(x.dim() == 3 && x.is_contiguous() && x.scalar_type() == at::kChar,
-              "conv_silu_codes: contiguous int8 (B, L, E) codes");
-  const int64_t L = x.size(1), E = x.size(2);
-  TORCH_CHECK(w.dim() == 2 && w.size(0) == E && w.is_contiguous() && w.scalar_type() == at::kChar,
-              "conv_silu_codes: int8 (E, K) weight codes");
-  TORCH_CHECK(sw.numel() == E && bias.numel() == E && sw.scalar_type() == at::kFloat &&
-                  bias.scalar_type() == at::kFloat, "conv_silu_codes: float32 (E) scales and bias");
-  auto codes = at::empty(x.sizes(), x.options());
-  auto vals = at::empty(x.sizes(), x.options().dtype(at::kFloat));
-  // the per-channel product sx * sw[c] once, as the reference computes it
-  auto scale = at::empty({E}, sw.options());
-  const float sxf = static_cast<float>(sx);
-  const auto swc = sw.contiguous(), bc = bias.contiguous();
-  for (int64_t c = 0; c < E; ++c) scale.data_ptr<float>()[c] = sxf * swc.data_ptr<float>()[c];
-  at::parallel_for(0, x.size(0) * L, 8, [&](int64_t r0, int64_t r1) {
-    std::vector<int32_t> acc(E);
-    std::vector<float> pre(E);
-    conv_silu_rows_any(x.data_ptr<int8_t>(), w.data_ptr<int8_t>(), codes.data_ptr<int8_t>(),
-                       vals.data_ptr<float>(), scale.data_ptr<float>(), bc.data_ptr<float>(),
-                       static_cast<int32_t>(zc), L, E, w.size(1), reverse, static_cast<float>(su),
-                       static_cast<float>(zpu), static_cast<float>(qmin), static_cast<float>(qmax),
-                       static_cast<float>(off), r0, r1, acc.data(), pre.data());
-  });
-  return {codes, vals};
-}
 
 // delta codes from dt (M, E): delta = softplus(dt + bias[c]); uniform grid: index =
 // clamp(nearbyint(delta / s) + zp, qmin, qmax) - qmin - off; log grid: r = delta / s
@@ -477,27 +448,6 @@ QI_DISPATCH(delta_rows,
              float* buf),
             (dt, bias, out, uniform, s, zp, qmin, qmax, off, thr, N, E, r0, r1, buf))
 
-at::Tensor delta_codes(const at::Tensor& dt, const at::Tensor& bias, bool uniform, double s, double zp,
-                       double qmin, double qmax, int64_t off, const std::optional<at::Tensor>& thr) {
-  TORCH_CHECK(dt.dim() == 2 && dt.is_contiguous() && dt.scalar_type() == at::kFloat,
-              "delta_codes: contiguous float32 (M, E) dt");
-  const int64_t E = dt.size(1);
-  TORCH_CHECK(bias.numel() == E && bias.scalar_type() == at::kFloat, "delta_codes: float32 (E) bias");
-  TORCH_CHECK(uniform || (thr.has_value() && thr->is_contiguous() && thr->scalar_type() == at::kFloat),
-              "delta_codes: float32 thresholds of the log grid");
-  auto out = at::empty(dt.sizes(), dt.options().dtype(at::kChar));
-  const auto bc = bias.contiguous();
-  const float* tp = uniform ? nullptr : thr->data_ptr<float>();
-  const int32_t N = uniform ? 0 : static_cast<int32_t>(thr->numel());
-  at::parallel_for(0, dt.size(0), 8, [&](int64_t r0, int64_t r1) {
-    std::vector<float> buf(E);
-    delta_rows_any(dt.data_ptr<float>(), bc.data_ptr<float>(), out.data_ptr<int8_t>(), uniform,
-                   static_cast<float>(s), static_cast<float>(zp), static_cast<float>(qmin),
-                   static_cast<float>(qmax), static_cast<float>(off), tp, N, E, r0, r1, buf.data());
-  });
-  return out;
-}
-
 // The scan's output stage of one direction, channels last (M = B L rows of E):
 // v = Q_y(y) + D[c] u; with a gate, v = v * Q_z(silu(z)); with prev (the forward branch's
 // output), v = (prev + v) / 2 (the mixer's average); written to out.
@@ -523,30 +473,6 @@ QI_DISPATCH(scan_out_rows,
              float* out, float sy, float zpy, float qyl, float qyh, bool gate, float sz, float zpz,
              float qzl, float qzh, int64_t E, int64_t r0, int64_t r1),
             (y, u, z, zs, D, prev, out, sy, zpy, qyl, qyh, gate, sz, zpz, qzl, qzh, E, r0, r1))
-
-at::Tensor scan_out(const at::Tensor& y, const at::Tensor& u, const std::optional<at::Tensor>& z,
-                    const at::Tensor& D, const std::optional<at::Tensor>& prev, at::Tensor out,
-                    double sy, double zpy, double qyl, double qyh, double sz, double zpz, double qzl,
-                    double qzh) {
-  TORCH_CHECK(y.dim() == 2 && y.is_contiguous() && u.sizes() == y.sizes() && u.is_contiguous() &&
-                  out.sizes() == y.sizes() && out.is_contiguous(),
-              "scan_out: contiguous (M, E) y, u and out");
-  const int64_t E = y.size(1);
-  TORCH_CHECK(!z || (z->dim() == 2 && z->size(0) == y.size(0) && z->size(1) == E && z->stride(1) == 1),
-              "scan_out: z (M, E) with contiguous rows");
-  TORCH_CHECK(!prev || (prev->sizes() == y.sizes() && prev->is_contiguous()), "scan_out: prev like y");
-  TORCH_CHECK(D.numel() == E, "scan_out: D of size E");
-  const auto Dc = D.contiguous();
-  at::parallel_for(0, y.size(0), 8, [&](int64_t r0, int64_t r1) {
-    scan_out_rows_any(y.data_ptr<float>(), u.data_ptr<float>(), z ? z->data_ptr<float>() : nullptr,
-                      z ? z->stride(0) : 0, Dc.data_ptr<float>(), prev ? prev->data_ptr<float>() : nullptr,
-                      out.data_ptr<float>(), static_cast<float>(sy), static_cast<float>(zpy),
-                      static_cast<float>(qyl), static_cast<float>(qyh), z.has_value(),
-                      static_cast<float>(sz), static_cast<float>(zpz), static_cast<float>(qzl),
-                      static_cast<float>(qzh), E, r0, r1);
-  });
-  return out;
-}
 
 struct Grid {  // one quantizer of the scan, expanded to (G, d, n)
   int64_t kind = 0;  // 1 uniform, 2 log1m, 3 log_signed
@@ -925,6 +851,37 @@ namespace qi256 {
 
 namespace {
 
+void conv_silu_any(const int8_t* x, const int8_t* wT, int8_t* codes, float* vals, const float* scale,
+                   const float* bias, int32_t zc, int64_t L, int64_t E, int64_t K, bool reverse, float su,
+                   float zpu, float qmin, float qmax, float off, int64_t r0, int64_t r1, int32_t* acc,
+                   float* pre) {
+#ifdef QI_X86
+  if (isa() == kAvx512) return qi512::conv_silu(x, wT, codes, vals, scale, bias, zc, L, E, K, reverse, su, zpu, qmin, qmax, off, r0, r1, acc, pre);
+  if (isa() == kAvx2) return qi256::conv_silu(x, wT, codes, vals, scale, bias, zc, L, E, K, reverse, su, zpu, qmin, qmax, off, r0, r1, acc, pre);
+#endif
+  conv_silu_rows_any(x, wT, codes, vals, scale, bias, zc, L, E, K, reverse, su, zpu, qmin, qmax, off, r0, r1, acc, pre);
+}
+
+void delta_any(const float* dt, const float* bias, int8_t* out, bool uniform, float s, float zp, float qmin,
+               float qmax, float off, const float* thr, int32_t N, const Grid* pow2, int64_t E, int64_t r0,
+               int64_t r1, float* buf) {
+#ifdef QI_X86
+  if (isa() == kAvx512) return qi512::delta(dt, bias, out, uniform, s, zp, qmin, qmax, off, thr, N, pow2, E, r0, r1);
+  if (isa() == kAvx2) return qi256::delta(dt, bias, out, uniform, s, zp, qmin, qmax, off, thr, N, pow2, E, r0, r1);
+#endif
+  delta_rows_any(dt, bias, out, uniform, s, zp, qmin, qmax, off, thr, N, E, r0, r1, buf);
+}
+
+void scan_out_any(const float* y, const float* u, const float* z, int64_t zs, const float* D, const float* prev,
+                  float* out, float sy, float zpy, float qyl, float qyh, bool gate, float sz, float zpz,
+                  float qzl, float qzh, int64_t E, int64_t r0, int64_t r1) {
+#ifdef QI_X86
+  if (isa() == kAvx512) return qi512::scan_out(y, u, z, zs, D, prev, out, sy, zpy, qyl, qyh, gate, sz, zpz, qzl, qzh, E, r0, r1);
+  if (isa() == kAvx2) return qi256::scan_out(y, u, z, zs, D, prev, out, sy, zpy, qyl, qyh, gate, sz, zpz, qzl, qzh, E, r0, r1);
+#endif
+  scan_out_rows_any(y, u, z, zs, D, prev, out, sy, zpy, qyl, qyh, gate, sz, zpz, qzl, qzh, E, r0, r1);
+}
+
 void scan_tasks_any(const ScanArgs& a, int64_t begin, int64_t end) {
 #ifdef QI_X86
   if (isa() == kAvx512) return qi512::tasks(a, begin, end);
@@ -932,6 +889,89 @@ void scan_tasks_any(const ScanArgs& a, int64_t begin, int64_t end) {
 #endif
   scan_tasks_generic(a, begin, end);
 }
+
+std::vector<at::Tensor> conv_silu_codes(const at::Tensor& x, const at::Tensor& w, int64_t zc, double sx,
+                                        const at::Tensor& sw, const at::Tensor& bias, bool reverse,
+                                        double su, double zpu, double qmin, double qmax, int64_t off) {
+  TORCH_CHECK(x.dim() == 3 && x.is_contiguous() && x.scalar_type() == at::kChar,
+              "conv_silu_codes: contiguous int8 (B, L, E) codes");
+  const int64_t L = x.size(1), E = x.size(2);
+  TORCH_CHECK(w.dim() == 2 && w.size(0) == E && w.is_contiguous() && w.scalar_type() == at::kChar,
+              "conv_silu_codes: int8 (E, K) weight codes");
+  TORCH_CHECK(sw.numel() == E && bias.numel() == E && sw.scalar_type() == at::kFloat &&
+                  bias.scalar_type() == at::kFloat, "conv_silu_codes: float32 (E) scales and bias");
+  auto codes = at::empty(x.sizes(), x.options());
+  auto vals = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+  // the per-channel product sx * sw[c] once, as the reference computes it
+  auto scale = at::empty({E}, sw.options());
+  const float sxf = static_cast<float>(sx);
+  const auto swc = sw.contiguous(), bc = bias.contiguous();
+  for (int64_t c = 0; c < E; ++c) scale.data_ptr<float>()[c] = sxf * swc.data_ptr<float>()[c];
+  const auto wT = w.t().contiguous();  // (K, E): the taps of W channels side by side
+  at::parallel_for(0, x.size(0) * L, 8, [&](int64_t r0, int64_t r1) {
+    std::vector<int32_t> acc(E);
+    std::vector<float> pre(E);
+    conv_silu_any(x.data_ptr<int8_t>(), wT.data_ptr<int8_t>(), codes.data_ptr<int8_t>(),
+                  vals.data_ptr<float>(), scale.data_ptr<float>(), bc.data_ptr<float>(),
+                  static_cast<int32_t>(zc), L, E, w.size(1), reverse, static_cast<float>(su),
+                  static_cast<float>(zpu), static_cast<float>(qmin), static_cast<float>(qmax),
+                  static_cast<float>(off), r0, r1, acc.data(), pre.data());
+  });
+  return {codes, vals};
+}
+
+at::Tensor delta_codes(const at::Tensor& dt, const at::Tensor& bias, bool uniform, double s, double zp,
+                       double qmin, double qmax, int64_t off, const std::optional<at::Tensor>& thr) {
+  TORCH_CHECK(dt.dim() == 2 && dt.is_contiguous() && dt.scalar_type() == at::kFloat,
+              "delta_codes: contiguous float32 (M, E) dt");
+  const int64_t E = dt.size(1);
+  TORCH_CHECK(bias.numel() == E && bias.scalar_type() == at::kFloat, "delta_codes: float32 (E) bias");
+  TORCH_CHECK(uniform || (thr.has_value() && thr->is_contiguous() && thr->scalar_type() == at::kFloat),
+              "delta_codes: float32 thresholds of the log grid");
+  auto out = at::empty(dt.sizes(), dt.options().dtype(at::kChar));
+  const auto bc = bias.contiguous();
+  const float* tp = uniform ? nullptr : thr->data_ptr<float>();
+  const int32_t N = uniform ? 0 : static_cast<int32_t>(thr->numel());
+  Grid g;  // the base-2 form of a log grid, as the scan's B grid (check_pow2)
+  g.kind = uniform ? 1 : 3;
+  g.qmin = static_cast<int32_t>(qmin);
+  g.qmax = static_cast<int32_t>(qmax);
+  g.thr = tp;
+  if (!uniform) check_pow2(g);
+  const Grid* pow2 = (!uniform && g.pow2) ? &g : nullptr;
+  at::parallel_for(0, dt.size(0), 8, [&](int64_t r0, int64_t r1) {
+    std::vector<float> buf(E);
+    delta_any(dt.data_ptr<float>(), bc.data_ptr<float>(), out.data_ptr<int8_t>(), uniform,
+              static_cast<float>(s), static_cast<float>(zp), static_cast<float>(qmin),
+              static_cast<float>(qmax), static_cast<float>(off), tp, N, pow2, E, r0, r1, buf.data());
+  });
+  return out;
+}
+
+at::Tensor scan_out(const at::Tensor& y, const at::Tensor& u, const std::optional<at::Tensor>& z,
+                    const at::Tensor& D, const std::optional<at::Tensor>& prev, at::Tensor out,
+                    double sy, double zpy, double qyl, double qyh, double sz, double zpz, double qzl,
+                    double qzh) {
+  TORCH_CHECK(y.dim() == 2 && y.is_contiguous() && u.sizes() == y.sizes() && u.is_contiguous() &&
+                  out.sizes() == y.sizes() && out.is_contiguous(),
+              "scan_out: contiguous (M, E) y, u and out");
+  const int64_t E = y.size(1);
+  TORCH_CHECK(!z || (z->dim() == 2 && z->size(0) == y.size(0) && z->size(1) == E && z->stride(1) == 1),
+              "scan_out: z (M, E) with contiguous rows");
+  TORCH_CHECK(!prev || (prev->sizes() == y.sizes() && prev->is_contiguous()), "scan_out: prev like y");
+  TORCH_CHECK(D.numel() == E, "scan_out: D of size E");
+  const auto Dc = D.contiguous();
+  at::parallel_for(0, y.size(0), 8, [&](int64_t r0, int64_t r1) {
+    scan_out_any(y.data_ptr<float>(), u.data_ptr<float>(), z ? z->data_ptr<float>() : nullptr,
+                      z ? z->stride(0) : 0, Dc.data_ptr<float>(), prev ? prev->data_ptr<float>() : nullptr,
+                      out.data_ptr<float>(), static_cast<float>(sy), static_cast<float>(zpy),
+                      static_cast<float>(qyl), static_cast<float>(qyh), z.has_value(),
+                      static_cast<float>(sz), static_cast<float>(zpz), static_cast<float>(qzl),
+                      static_cast<float>(qzh), E, r0, r1);
+  });
+  return out;
+}
+
 
 
 Grid make_grid(int64_t kind, const at::Tensor& scale, const at::Tensor& zp, int64_t qmin,

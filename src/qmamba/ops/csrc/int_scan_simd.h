@@ -39,6 +39,10 @@ struct S {
   static QI_INLINE F fmul(F a, F b) { return _mm512_mul_ps(a, b); }
   static QI_INLINE F fadd(F a, F b) { return _mm512_add_ps(a, b); }
   static QI_INLINE F fsub(F a, F b) { return _mm512_sub_ps(a, b); }
+  static QI_INLINE F fdiv(F a, F b) { return _mm512_div_ps(a, b); }
+  static QI_INLINE void storef(float* p, F v) { _mm512_storeu_ps(p, v); }
+  static QI_INLINE I loadi8(const int8_t* p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static QI_INLINE void storei8(int8_t* p, I v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v)); }
   static QI_INLINE F fround(F a) {
     return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
@@ -87,6 +91,13 @@ struct S {
   static QI_INLINE F fmul(F a, F b) { return _mm256_mul_ps(a, b); }
   static QI_INLINE F fadd(F a, F b) { return _mm256_add_ps(a, b); }
   static QI_INLINE F fsub(F a, F b) { return _mm256_sub_ps(a, b); }
+  static QI_INLINE F fdiv(F a, F b) { return _mm256_div_ps(a, b); }
+  static QI_INLINE void storef(float* p, F v) { _mm256_storeu_ps(p, v); }
+  static QI_INLINE I loadi8(const int8_t* p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+  static QI_INLINE void storei8(int8_t* p, I v) {  // values fit int8: the packs do not saturate
+    const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi16(w16, w16));
+  }
   static QI_INLINE F fround(F a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static QI_INLINE I cvt(F a) { return _mm256_cvtps_epi32(a); }
   static QI_INLINE F tof(I a) { return _mm256_cvtepi32_ps(a); }
@@ -283,6 +294,163 @@ void tasks(const ScanArgs& a, int64_t begin, int64_t end) {
       } else {
         if (!rows<false>(a, T, b0, nr, c)) scan_rows<false>(a, T, b0, nr, c);
       }
+    }
+  }
+}
+
+// ---- the fused Vim-mixer kernels (int_kernels.cpp, "fused Vim mixer") on W channels at a
+// time: the same float32 operations as the scalar code (exp_f32, silu_f32, softplus_f32,
+// quant_value), the remainder of a row by the scalar code itself.
+
+QI_INLINE S::F vneg(S::F x) { return S::asf(S::bxor(S::asi(x), S::seti(static_cast<int32_t>(0x80000000u)))); }
+
+QI_INLINE S::F vexp(S::F x) {
+  const S::F lo = S::setf(-87.0f), hi = S::setf(88.0f);
+  S::F xc = S::self(S::flt(x, lo), lo, x);
+  xc = S::self(S::flt(hi, xc), hi, xc);
+  const S::F k = S::fround(S::fmul(xc, S::setf(kLog2e)));
+  const S::F r = S::fsub(S::fsub(xc, S::fmul(k, S::setf(kLn2Hi))), S::fmul(k, S::setf(kLn2Lo)));
+  S::F p = S::setf(kExpPoly[0]);
+  for (int i = 1; i < 7; ++i) p = S::fadd(S::fmul(p, r), S::setf(kExpPoly[i]));
+  const S::I ki = S::cvt(k);
+  const S::I k1 = S::sra(ki, 1);  // floor(k / 2)
+  const S::I b127 = S::seti(127);
+  const S::F out = S::fmul(S::fmul(p, S::asf(S::sll(S::add(k1, b127), 23))),
+                           S::asf(S::sll(S::add(S::sub(ki, k1), b127), 23)));
+  return S::self(S::flt(x, lo), S::setf(0.0f), out);
+}
+
+QI_INLINE S::F vsilu(S::F x) { return S::fdiv(x, S::fadd(S::setf(1.0f), vexp(vneg(x)))); }
+
+QI_INLINE S::F vsoftplus(S::F x) {
+  const S::F zero = S::setf(0.0f);
+  const S::F e = vexp(vneg(S::asf(S::band(S::asi(x), S::seti(0x7fffffff)))));
+  const S::F w = S::fdiv(e, S::fadd(S::setf(2.0f), e));
+  const S::F w2 = S::fmul(w, w);
+  S::F p = S::setf(kAtanh[0]);
+  for (int i = 1; i < 9; ++i) p = S::fadd(S::fmul(p, w2), S::setf(kAtanh[i]));
+  const S::F v = S::fadd(S::self(S::flt(zero, x), x, zero), S::fmul(S::fmul(S::setf(2.0f), w), p));
+  return S::self(S::flt(S::setf(20.0f), x), x, v);
+}
+
+// clamp(nearbyint(x / s) + zp, lo, hi): the code q (as float)
+QI_INLINE S::F vcode(S::F x, S::F s, S::F zp, S::F lo, S::F hi) {
+  S::F q = S::fadd(S::fround(S::fdiv(x, s)), zp);
+  q = S::self(S::flt(q, lo), lo, q);
+  return S::self(S::flt(hi, q), hi, q);
+}
+
+void conv_silu(const int8_t* x, const int8_t* wT, int8_t* codes, float* vals, const float* scale,
+               const float* bias, int32_t zc, int64_t L, int64_t E, int64_t K, bool reverse, float su,
+               float zpu, float qmin, float qmax, float off, int64_t r0, int64_t r1, int32_t* acc,
+               float* pre) {
+  const int64_t Ev = E - E % W;
+  const S::F suv = S::setf(su), zpv = S::setf(zpu), lo = S::setf(qmin), hi = S::setf(qmax), offv = S::setf(off);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t b = r / L, p = r % L;
+    for (int64_t c = 0; c < Ev; c += W) {
+      S::I a = S::seti(0);
+      for (int64_t j = 0; j < K; ++j) {
+        const int64_t src = reverse ? p + (K - 1) - j : p - (K - 1) + j;
+        if (src < 0 || src >= L) continue;
+        const S::I xv = S::add(S::loadi8(x + (b * L + src) * E + c), S::seti(zc));
+        a = S::add(a, S::mul(xv, S::loadi8(wT + j * E + c)));
+      }
+      const S::F pr = S::fadd(S::fmul(S::tof(a), S::loadf(scale + c)), S::loadf(bias + c));
+      const S::F q = vcode(vsilu(pr), suv, zpv, lo, hi);
+      S::storei8(codes + r * E + c, S::cvt(S::fsub(q, offv)));
+      S::storef(vals + r * E + c, S::fmul(S::fsub(q, zpv), suv));
+    }
+    if (Ev < E) {  // the remaining channels: the scalar code
+      for (int64_t c = Ev; c < E; ++c) {
+        int32_t av = 0;
+        for (int64_t j = 0; j < K; ++j) {
+          const int64_t src = reverse ? p + (K - 1) - j : p - (K - 1) + j;
+          if (src < 0 || src >= L) continue;
+          av += (static_cast<int32_t>(x[(b * L + src) * E + c]) + zc) * static_cast<int32_t>(wT[j * E + c]);
+        }
+        const float u = silu_f32(static_cast<float>(av) * scale[c] + bias[c]);
+        float q = std::nearbyint(u / su) + zpu;
+        q = q < qmin ? qmin : q;
+        q = q > qmax ? qmax : q;
+        codes[r * E + c] = static_cast<int8_t>(static_cast<int32_t>(q - off));
+        vals[r * E + c] = (q - zpu) * su;
+      }
+    }
+  }
+}
+
+void delta(const float* dt, const float* bias, int8_t* out, bool uniform, float s, float zp, float qmin,
+           float qmax, float off, const float* thr, int32_t N, const Grid* pow2, int64_t E, int64_t r0,
+           int64_t r1) {
+  const int64_t Ev = E - E % W;
+  const S::F sv = S::setf(s), zpv = S::setf(zp), lo = S::setf(qmin), hi = S::setf(qmax);
+  const S::F base = S::setf(qmin + off), zero = S::setf(0.0f);
+  alignas(64) float rbuf[W];
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* d = dt + r * E;
+    int8_t* o = out + r * E;
+    for (int64_t c = 0; c < Ev; c += W) {
+      const S::F sp = vsoftplus(S::fadd(S::loadf(d + c), S::loadf(bias + c)));
+      if (uniform) {
+        S::storei8(o + c, S::cvt(S::fsub(vcode(sp, sv, zpv, lo, hi), base)));
+        continue;
+      }
+      S::F rr = S::fdiv(sp, sv);
+      rr = S::self(S::flt(rr, zero), zero, rr);
+      if (pow2 != nullptr) {  // r >= 2^-100 or 0 (softplus of a float above -70)
+        const S::I bits = S::asi(rr);
+        S::I m = S::sub(S::seti(127 - pow2->qmin), S::sra(bits, 23));
+        m = S::sel(S::lt(S::seti(pow2->s_mant - 1), S::band(bits, S::seti(0x7fffff))), S::sub(m, S::seti(1)), m);
+        m = S::imin(S::imax(m, S::seti(0)), S::seti(N));
+        m = S::sel(S::eq(bits, S::seti(0)), S::seti(N), m);
+        const S::M tiny = S::mand(S::lt(bits, S::seti(0x0d800000)), S::lt(S::seti(0), bits));  // < 2^-100
+        if (!S::many(tiny)) {
+          S::storei8(o + c, S::sub(m, S::seti(static_cast<int32_t>(off))));
+          continue;
+        }
+      }
+      S::storef(rbuf, rr);
+      for (int i = 0; i < W; ++i) o[c + i] = static_cast<int8_t>(log_count(rbuf[i], thr, N) - static_cast<int32_t>(off));
+    }
+    for (int64_t c = Ev; c < E; ++c) {
+      const float v = softplus_f32(d[c] + bias[c]);
+      if (uniform) {
+        float q = std::nearbyint(v / s) + zp;
+        q = q < qmin ? qmin : q;
+        q = q > qmax ? qmax : q;
+        o[c] = static_cast<int8_t>(static_cast<int32_t>(q - qmin - off));
+      } else {
+        float rr = v / s;
+        rr = rr < 0.0f ? 0.0f : rr;
+        o[c] = static_cast<int8_t>(log_count(rr, thr, N) - static_cast<int32_t>(off));
+      }
+    }
+  }
+}
+
+void scan_out(const float* y, const float* u, const float* z, int64_t zs, const float* D, const float* prev,
+              float* out, float sy, float zpy, float qyl, float qyh, bool gate, float sz, float zpz,
+              float qzl, float qzh, int64_t E, int64_t r0, int64_t r1) {
+  const int64_t Ev = E - E % W;
+  const S::F syv = S::setf(sy), zyv = S::setf(zpy), ylo = S::setf(qyl), yhi = S::setf(qyh);
+  const S::F szv = S::setf(sz), zzv = S::setf(zpz), zlo = S::setf(qzl), zhi = S::setf(qzh), two = S::setf(2.0f);
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t c = 0; c < Ev; c += W) {
+      const S::F yq = S::fmul(S::fsub(vcode(S::loadf(y + r * E + c), syv, zyv, ylo, yhi), zyv), syv);
+      S::F v = S::fadd(yq, S::fmul(S::loadf(D + c), S::loadf(u + r * E + c)));
+      if (gate) {
+        const S::F zq = S::fmul(S::fsub(vcode(vsilu(S::loadf(z + r * zs + c)), szv, zzv, zlo, zhi), zzv), szv);
+        v = S::fmul(v, zq);
+      }
+      if (prev != nullptr) v = S::fdiv(S::fadd(S::loadf(prev + r * E + c), v), two);
+      S::storef(out + r * E + c, v);
+    }
+    for (int64_t c = Ev; c < E; ++c) {
+      float v = quant_value(y[r * E + c], sy, zpy, qyl, qyh) + D[c] * u[r * E + c];
+      if (gate) v = v * quant_value(silu_f32(z[r * zs + c]), sz, zpz, qzl, qzh);
+      if (prev != nullptr) v = (prev[r * E + c] + v) / 2.0f;
+      out[r * E + c] = v;
     }
   }
 }
