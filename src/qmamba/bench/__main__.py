@@ -14,6 +14,7 @@ COMMANDS = {
     "scan": "selective scan: reference vs compiled, float and quantized forward (ms per image)",
     "forward": "model forward pass timing (module qmamba.bench.forward)",
     "targets": "the engine's accuracy and grid targets on the built-in models (PASS/FAIL)",
+    "int": "integer backend: float vs integer forward, speedups, weight memory (module qmamba.bench.int)",
 }
 
 

@@ -37,8 +37,13 @@ def softplus_f32(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > 20.0, x, v)
 
 
+def inverse(s: float) -> torch.Tensor:
+    """1 / s in float32 (the fused kernels multiply by it where the quantizers divide)."""
+    return _f32(1.0) / _f32(s)
+
+
 def quant_value(x, s, zp, qmin, qmax):
-    q = torch.clamp(torch.round(x / s) + zp, qmin, qmax)
+    q = torch.clamp(torch.round(x * inverse(s)) + zp, qmin, qmax)
     return (q - zp) * s
 
 
@@ -54,17 +59,18 @@ def conv_silu_codes_ref(x, w, zc: int, sx: float, sw, bias, reverse: bool, su, z
     scale = _f32(sx) * sw.float()  # (E,)
     pre = acc.transpose(1, 2) * scale + bias.float()  # (B, L, E)
     u = silu_f32(pre)
-    q = torch.clamp(torch.round(u / su) + zpu, qmin, qmax)
+    q = torch.clamp(torch.round(u * inverse(su)) + zpu, qmin, qmax)
     return (q - off).to(torch.int8), (q - zpu) * su
 
 
 def delta_codes_ref(dt, bias, table) -> torch.Tensor:
     """`delta_codes`: the DeltaTable index (minus its offset) of softplus(dt + bias)."""
     delta = softplus_f32(dt.float() + bias.float())
+    inv = inverse(float(table.scale))
     if table.kind == "uniform":
-        q = torch.clamp(torch.round(delta / table.scale) + table.zero_point, table.qmin, table.qmax)
+        q = torch.clamp(torch.round(delta * inv) + table.zero_point, table.qmin, table.qmax)
         return (q - table.qmin - table.offset).to(torch.int8)
-    r = torch.clamp(delta / table.scale, min=0.0)
+    r = torch.clamp(delta * inv, min=0.0)
     c = table.thresholds
     count = c.numel() - torch.searchsorted(c.flip(0), r.contiguous(), right=True)
     count = torch.where(r == 0, torch.full_like(count, c.numel()), count)
@@ -76,4 +82,4 @@ def scan_out_ref(y, u, z, D, prev, yq: tuple, zq: tuple | None) -> torch.Tensor:
     v = quant_value(y, *yq) + D.float() * u
     if zq is not None:
         v = v * quant_value(silu_f32(z), *zq)
-    return v if prev is None else (prev + v) / 2.0
+    return v if prev is None else (prev + v) * 0.5

@@ -372,8 +372,10 @@ QI_INLINE float softplus_f32(float x) {
   return x > 20.0f ? x : v;
 }
 
-QI_INLINE float quant_value(float x, float s, float zp, float qmin, float qmax) {
-  float q = std::nearbyint(x / s) + zp;
+// the fused kernels round x * (1 / s) (one multiply) where the quantizers divide: the
+// codes differ from theirs only where the two roundings fall on both sides of a tie
+QI_INLINE float quant_value(float x, float inv, float s, float zp, float qmin, float qmax) {
+  float q = std::nearbyint(x * inv) + zp;
   q = q < qmin ? qmin : q;
   q = q > qmax ? qmax : q;
   return (q - zp) * s;
@@ -382,7 +384,7 @@ QI_INLINE float quant_value(float x, float s, float zp, float qmin, float qmax) 
 // u codes of Vim's causal depthwise conv on x codes (B, L, E) (offset applied), weights
 // w (K, E) (tap-major), channels last: pre = float(acc) * (sx * sw[c]) + bias[c], acc = sum_j (x[p - (K-1) + j] + zc) w[c, j]
 // (reverse: x[p + (K-1) - j], the conv of the backward branch on the unflipped sequence),
-// u = silu(pre), codes = clamp(nearbyint(u / su) + zpu, qmin, qmax) - off, values (q - zp) su.
+// u = silu(pre), codes = clamp(nearbyint(u * (1 / su)) + zpu, qmin, qmax) - off, values (q - zp) su.
 QI_INLINE void conv_silu_rows(const int8_t* x, const int8_t* w, int8_t* codes, float* vals,
                               const float* scale, const float* bias, int32_t zc, int64_t L,
                               int64_t E, int64_t K, bool reverse, float su, float zpu, float qmin,
@@ -401,7 +403,7 @@ QI_INLINE void conv_silu_rows(const int8_t* x, const int8_t* w, int8_t* codes, f
     float* vr = vals + r * E;
     for (int64_t c = 0; c < E; ++c) {
       const float u = silu_f32(pre[c]);
-      float q = std::nearbyint(u / su) + zpu;
+      float q = std::nearbyint(u * (1.0f / su)) + zpu;
       q = q < qmin ? qmin : q;
       q = q > qmax ? qmax : q;
       cr[c] = static_cast<int8_t>(static_cast<int32_t>(q - off));
@@ -417,7 +419,7 @@ QI_DISPATCH(conv_silu_rows,
             (x, w, codes, vals, scale, bias, zc, L, E, K, reverse, su, zpu, qmin, qmax, off, r0, r1, acc, pre))
 
 // delta codes from dt (M, E): delta = softplus(dt + bias[c]); uniform grid: index =
-// clamp(nearbyint(delta / s) + zp, qmin, qmax) - qmin - off; log grid: r = delta / s
+// clamp(nearbyint(delta * (1 / s)) + zp, qmin, qmax) - qmin - off; log grid: r = delta * (1 / s)
 // (delta >= 0), index = #{k : r < c_k} - off (r == 0: N), the DeltaTable's index.
 QI_INLINE void delta_rows(const float* dt, const float* bias, int8_t* out, bool uniform, float s,
                           float zp, float qmin, float qmax, float off, const float* thr, int32_t N,
@@ -428,14 +430,14 @@ QI_INLINE void delta_rows(const float* dt, const float* bias, int8_t* out, bool 
     for (int64_t c = 0; c < E; ++c) buf[c] = softplus_f32(d[c] + bias[c]);
     if (uniform) {
       for (int64_t c = 0; c < E; ++c) {
-        float q = std::nearbyint(buf[c] / s) + zp;
+        float q = std::nearbyint(buf[c] * (1.0f / s)) + zp;
         q = q < qmin ? qmin : q;
         q = q > qmax ? qmax : q;
         o[c] = static_cast<int8_t>(static_cast<int32_t>(q - qmin - off));
       }
     } else {
       for (int64_t c = 0; c < E; ++c) {
-        float rr = buf[c] / s;
+        float rr = buf[c] * (1.0f / s);
         rr = rr < 0.0f ? 0.0f : rr;
         o[c] = static_cast<int8_t>(log_count(rr, thr, N) - static_cast<int32_t>(off));
       }
@@ -461,9 +463,9 @@ QI_INLINE void scan_out_rows(const float* y, const float* u, const float* z, int
     const float* zr = z + r * zs;
     float* o = out + r * E;
     for (int64_t c = 0; c < E; ++c) {
-      float v = quant_value(yr[c], sy, zpy, qyl, qyh) + D[c] * ur[c];
-      if (gate) v = v * quant_value(silu_f32(zr[c]), sz, zpz, qzl, qzh);
-      if (prev != nullptr) v = (prev[r * E + c] + v) / 2.0f;
+      float v = quant_value(yr[c], 1.0f / sy, sy, zpy, qyl, qyh) + D[c] * ur[c];
+      if (gate) v = v * quant_value(silu_f32(zr[c]), 1.0f / sz, sz, zpz, qzl, qzh);
+      if (prev != nullptr) v = (prev[r * E + c] + v) * 0.5f;
       o[c] = v;
     }
   }

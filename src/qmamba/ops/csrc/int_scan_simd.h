@@ -333,9 +333,9 @@ QI_INLINE S::F vsoftplus(S::F x) {
   return S::self(S::flt(S::setf(20.0f), x), x, v);
 }
 
-// clamp(nearbyint(x / s) + zp, lo, hi): the code q (as float)
-QI_INLINE S::F vcode(S::F x, S::F s, S::F zp, S::F lo, S::F hi) {
-  S::F q = S::fadd(S::fround(S::fdiv(x, s)), zp);
+// clamp(nearbyint(x * inv) + zp, lo, hi): the code q (as float), inv = 1 / s
+QI_INLINE S::F vcode(S::F x, S::F inv, S::F zp, S::F lo, S::F hi) {
+  S::F q = S::fadd(S::fround(S::fmul(x, inv)), zp);
   q = S::self(S::flt(q, lo), lo, q);
   return S::self(S::flt(hi, q), hi, q);
 }
@@ -345,7 +345,8 @@ void conv_silu(const int8_t* x, const int8_t* wT, int8_t* codes, float* vals, co
                float zpu, float qmin, float qmax, float off, int64_t r0, int64_t r1, int32_t* acc,
                float* pre) {
   const int64_t Ev = E - E % W;
-  const S::F suv = S::setf(su), zpv = S::setf(zpu), lo = S::setf(qmin), hi = S::setf(qmax), offv = S::setf(off);
+  const S::F suv = S::setf(su), isu = S::setf(1.0f / su), zpv = S::setf(zpu), lo = S::setf(qmin), hi = S::setf(qmax);
+  const S::F offv = S::setf(off);
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t b = r / L, p = r % L;
     for (int64_t c = 0; c < Ev; c += W) {
@@ -357,7 +358,7 @@ void conv_silu(const int8_t* x, const int8_t* wT, int8_t* codes, float* vals, co
         a = S::add(a, S::mul(xv, S::loadi8(wT + j * E + c)));
       }
       const S::F pr = S::fadd(S::fmul(S::tof(a), S::loadf(scale + c)), S::loadf(bias + c));
-      const S::F q = vcode(vsilu(pr), suv, zpv, lo, hi);
+      const S::F q = vcode(vsilu(pr), isu, zpv, lo, hi);
       S::storei8(codes + r * E + c, S::cvt(S::fsub(q, offv)));
       S::storef(vals + r * E + c, S::fmul(S::fsub(q, zpv), suv));
     }
@@ -370,7 +371,7 @@ void conv_silu(const int8_t* x, const int8_t* wT, int8_t* codes, float* vals, co
           av += (static_cast<int32_t>(x[(b * L + src) * E + c]) + zc) * static_cast<int32_t>(wT[j * E + c]);
         }
         const float u = silu_f32(static_cast<float>(av) * scale[c] + bias[c]);
-        float q = std::nearbyint(u / su) + zpu;
+        float q = std::nearbyint(u * (1.0f / su)) + zpu;
         q = q < qmin ? qmin : q;
         q = q > qmax ? qmax : q;
         codes[r * E + c] = static_cast<int8_t>(static_cast<int32_t>(q - off));
@@ -384,7 +385,7 @@ void delta(const float* dt, const float* bias, int8_t* out, bool uniform, float 
            float qmax, float off, const float* thr, int32_t N, const Grid* pow2, int64_t E, int64_t r0,
            int64_t r1) {
   const int64_t Ev = E - E % W;
-  const S::F sv = S::setf(s), zpv = S::setf(zp), lo = S::setf(qmin), hi = S::setf(qmax);
+  const S::F sv = S::setf(1.0f / s), zpv = S::setf(zp), lo = S::setf(qmin), hi = S::setf(qmax);
   const S::F base = S::setf(qmin + off), zero = S::setf(0.0f);
   alignas(64) float rbuf[W];
   for (int64_t r = r0; r < r1; ++r) {
@@ -396,7 +397,7 @@ void delta(const float* dt, const float* bias, int8_t* out, bool uniform, float 
         S::storei8(o + c, S::cvt(S::fsub(vcode(sp, sv, zpv, lo, hi), base)));
         continue;
       }
-      S::F rr = S::fdiv(sp, sv);
+      S::F rr = S::fmul(sp, sv);
       rr = S::self(S::flt(rr, zero), zero, rr);
       if (pow2 != nullptr) {  // r >= 2^-100 or 0 (softplus of a float above -70)
         const S::I bits = S::asi(rr);
@@ -416,12 +417,12 @@ void delta(const float* dt, const float* bias, int8_t* out, bool uniform, float 
     for (int64_t c = Ev; c < E; ++c) {
       const float v = softplus_f32(d[c] + bias[c]);
       if (uniform) {
-        float q = std::nearbyint(v / s) + zp;
+        float q = std::nearbyint(v * (1.0f / s)) + zp;
         q = q < qmin ? qmin : q;
         q = q > qmax ? qmax : q;
         o[c] = static_cast<int8_t>(static_cast<int32_t>(q - qmin - off));
       } else {
-        float rr = v / s;
+        float rr = v * (1.0f / s);
         rr = rr < 0.0f ? 0.0f : rr;
         o[c] = static_cast<int8_t>(log_count(rr, thr, N) - static_cast<int32_t>(off));
       }
@@ -433,23 +434,24 @@ void scan_out(const float* y, const float* u, const float* z, int64_t zs, const 
               float* out, float sy, float zpy, float qyl, float qyh, bool gate, float sz, float zpz,
               float qzl, float qzh, int64_t E, int64_t r0, int64_t r1) {
   const int64_t Ev = E - E % W;
-  const S::F syv = S::setf(sy), zyv = S::setf(zpy), ylo = S::setf(qyl), yhi = S::setf(qyh);
-  const S::F szv = S::setf(sz), zzv = S::setf(zpz), zlo = S::setf(qzl), zhi = S::setf(qzh), two = S::setf(2.0f);
+  const S::F syv = S::setf(sy), isy = S::setf(1.0f / sy), zyv = S::setf(zpy), ylo = S::setf(qyl), yhi = S::setf(qyh);
+  const S::F szv = S::setf(sz), isz = S::setf(1.0f / sz), zzv = S::setf(zpz), zlo = S::setf(qzl), zhi = S::setf(qzh);
+  const S::F half = S::setf(0.5f);
   for (int64_t r = r0; r < r1; ++r) {
     for (int64_t c = 0; c < Ev; c += W) {
-      const S::F yq = S::fmul(S::fsub(vcode(S::loadf(y + r * E + c), syv, zyv, ylo, yhi), zyv), syv);
+      const S::F yq = S::fmul(S::fsub(vcode(S::loadf(y + r * E + c), isy, zyv, ylo, yhi), zyv), syv);
       S::F v = S::fadd(yq, S::fmul(S::loadf(D + c), S::loadf(u + r * E + c)));
       if (gate) {
-        const S::F zq = S::fmul(S::fsub(vcode(vsilu(S::loadf(z + r * zs + c)), szv, zzv, zlo, zhi), zzv), szv);
+        const S::F zq = S::fmul(S::fsub(vcode(vsilu(S::loadf(z + r * zs + c)), isz, zzv, zlo, zhi), zzv), szv);
         v = S::fmul(v, zq);
       }
-      if (prev != nullptr) v = S::fdiv(S::fadd(S::loadf(prev + r * E + c), v), two);
+      if (prev != nullptr) v = S::fmul(S::fadd(S::loadf(prev + r * E + c), v), half);
       S::storef(out + r * E + c, v);
     }
     for (int64_t c = Ev; c < E; ++c) {
-      float v = quant_value(y[r * E + c], sy, zpy, qyl, qyh) + D[c] * u[r * E + c];
-      if (gate) v = v * quant_value(silu_f32(z[r * zs + c]), sz, zpz, qzl, qzh);
-      if (prev != nullptr) v = (prev[r * E + c] + v) / 2.0f;
+      float v = quant_value(y[r * E + c], 1.0f / sy, sy, zpy, qyl, qyh) + D[c] * u[r * E + c];
+      if (gate) v = v * quant_value(silu_f32(z[r * zs + c]), 1.0f / sz, sz, zpz, qzl, qzh);
+      if (prev != nullptr) v = (prev[r * E + c] + v) * 0.5f;
       out[r * E + c] = v;
     }
   }
