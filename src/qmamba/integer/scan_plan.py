@@ -16,9 +16,9 @@ hq domain). Inside a time group:
 
 * LtSQ A (log1m, base 2): A_hat = 1 - s_A 2^-qA, so hq * A_hat = hq - (s_A hq) >> qA: the
   A code is a shift, s_A one multiplier S2 = round(s_A 2^F2) per (channel, state):
-  term = (hq << F) - ((hq * S2) >> (qA + F2 - F));
-* uniform A: term = (hq * Afix) >> (F2 - F) with Afix = round(A_hat 2^F2), one int32
-  per A code;
+  term = (hq << F) - round((hq * S2) / 2^(qA + F2 - F)) (a rounding shift);
+* uniform A: term = round((hq * Afix) / 2^(F2 - F)) with Afix = round(A_hat 2^F2), one
+  int32 per A code;
 * B_hat / s_g 2^F = +-(s_B / s_g 2^F) 2^-m (log_signed B, a shift of one float32
   multiplier per (group, channel, state)) or (qB - zpB)(s_B / s_g 2^F) (uniform B),
   rounded to an integer and capped at +-cap2 (codes) so the sum stays in int32.
@@ -154,8 +154,9 @@ def _frac_bits(a: ScanGrid, h: ScanGrid) -> tuple[int, int]:
         a_max = a_hat = float(torch.maximum(lo.abs(), hi.abs()).max())
     if a_hat * hq_max > cap1 - 1:
         raise NotInteger(f"|A_hat| up to {a_hat:.3g}: too large for the fixed-point range")
-    a_frac = min(30, int(math.floor(math.log2(INT32_LIMIT / (hq_max * max(a_max, 1e-30) + 1)))))
-    if a_frac < frac:
+    # |hq * S2| (or |hq * Afix|) below 2^30: the rounding shift adds up to 2^30
+    a_frac = min(30, int(math.floor(math.log2(2.0**30 / (hq_max * max(a_max, 1e-30) + 1)))))
+    if a_frac <= frac:
         raise NotInteger(f"A scale {a_max:.3g} leaves {a_frac} fraction bits (< {frac})")
     return frac, a_frac
 

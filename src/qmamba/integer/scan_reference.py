@@ -92,6 +92,12 @@ def _log_codes(r: torch.Tensor, grid) -> torch.Tensor:
     return count + grid.qmin
 
 
+def round_shift(x: torch.Tensor, sh) -> torch.Tensor:
+    """round(x / 2^sh), halves up, for int64 x and shifts sh >= 1: (x + 2^(sh-1)) >> sh."""
+    one = 1 if isinstance(sh, int) else torch.ones_like(sh)
+    return (x + (one << (sh - 1))) >> sh
+
+
 def round_fixed(x: torch.Tensor, frac: int) -> torch.Tensor:
     """round_half_even(x / 2^frac) of int64 x."""
     q = (x + (1 << (frac - 1))) >> frac
@@ -137,18 +143,18 @@ def int_scan_reference(plan: IntScanPlan, u, didx, dvals, A, B, C, step_callback
             x = t2[:, :, t]
         elif groups[t - 1] == g:
             if plan.a.kind == "log1m":
-                term = hq * (1 << F) - ((hq * s2) >> at.clamp(max=31))
+                term = hq * (1 << F) - round_shift(hq * s2, at.clamp(max=31))
             else:
-                term = (hq * at) >> (F2 - F)
+                term = round_shift(hq * at, F2 - F)
             x = term + t2[:, :, t]
         else:
             ratio = h.scale[groups[t - 1]].double() / h.scale[g].double()  # (d, n)
             m1 = torch.round(ratio * 2.0**F).long()
             if plan.a.kind == "log1m":
                 m2 = torch.round((ratio * s_a) * 2.0**F2).long()
-                term = hq * m1 - ((hq * m2) >> at)
+                term = hq * m1 - round_shift(hq * m2, at)
             else:
-                term = ((hq * at) * m1) >> F2
+                term = round_shift((hq * at) * m1, F2)
             x = term.clamp(-cap1, cap1) + t2[:, :, t]
         hq = torch.minimum(torch.maximum(round_fixed(x, F), lo[g]), hi[g])
         if step_callback is not None:

@@ -715,10 +715,10 @@ QI_INLINE void step_in_group(int32_t* __restrict h, const int32_t* __restrict at
     const int32_t hq = h[k];
     int32_t term;
     if constexpr (kLog1m) {
-      const int32_t sh = at[k] < 31 ? at[k] : 31;
-      term = hq * one - ((hq * s2[k]) >> sh);
+      const int32_t sh = at[k] < 31 ? at[k] : 31;  // rounding shifts: (v + 2^(sh-1)) >> sh
+      term = hq * one - ((hq * s2[k] + (int32_t(1) << (sh - 1))) >> sh);
     } else {
-      term = (hq * at[k]) >> (F2 - F);
+      term = (hq * at[k] + (int32_t(1) << (F2 - F - 1))) >> (F2 - F);
     }
     const int32_t x = term + t2[k];
     int32_t q = (x + half) >> F;
@@ -739,9 +739,9 @@ QI_INLINE void step_boundary(const ScanArgs& a, int32_t* h, const int32_t* at,
     const int64_t hq = h[k], m1 = T.m1[g * n + k];
     int64_t term;
     if (a.a.kind == 2) {
-      term = hq * m1 - ((hq * T.m2[g * n + k]) >> at[k]);
+      term = hq * m1 - ((hq * T.m2[g * n + k] + (int64_t(1) << (at[k] - 1))) >> at[k]);
     } else {
-      term = ((hq * at[k]) * m1) >> F2;
+      term = ((hq * at[k]) * m1 + (int64_t(1) << (F2 - 1))) >> F2;
     }
     term = term < -cap1 ? -cap1 : (term > cap1 ? cap1 : term);
     const int64_t x = term + t2[k];
@@ -1031,7 +1031,7 @@ at::Tensor int_scan_fwd(const at::Tensor& u, const at::Tensor& didx, int64_t did
               "int_scan_fwd: float32 B, C (b, g, l, n)");
   TORCH_CHECK(a_kind == 1 || a_kind == 2, "int_scan_fwd: A grid uniform or log1m");
   TORCH_CHECK(b_kind == 1 || b_kind == 3, "int_scan_fwd: B grid uniform or log_signed");
-  TORCH_CHECK(F >= 1 && F <= 29 && F2 >= F && F2 <= 30, "int_scan_fwd: fraction bits");
+  TORCH_CHECK(F >= 1 && F <= 29 && F2 > F && F2 <= 30, "int_scan_fwd: fraction bits");
   ScanArgs a{};
   a.nb = nb; a.d = d; a.l = l; a.n = n; a.gB = B.size(1); a.dg = d / B.size(1);
   a.J = dvals.numel();

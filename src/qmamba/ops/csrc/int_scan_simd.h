@@ -24,6 +24,7 @@ struct S {
   static QI_INLINE I bxor(I a, I b) { return _mm512_xor_si512(a, b); }
   static QI_INLINE I sra(I a, int32_t c) { return _mm512_sra_epi32(a, _mm_cvtsi32_si128(c)); }
   static QI_INLINE I srav(I a, I c) { return _mm512_srav_epi32(a, c); }
+  static QI_INLINE I sllv(I a, I c) { return _mm512_sllv_epi32(a, c); }
   static QI_INLINE I sll(I a, int32_t c) { return _mm512_sll_epi32(a, _mm_cvtsi32_si128(c)); }
   static QI_INLINE I imin(I a, I b) { return _mm512_min_epi32(a, b); }
   static QI_INLINE I imax(I a, I b) { return _mm512_max_epi32(a, b); }
@@ -76,6 +77,7 @@ struct S {
   static QI_INLINE I bxor(I a, I b) { return _mm256_xor_si256(a, b); }
   static QI_INLINE I sra(I a, int32_t c) { return _mm256_sra_epi32(a, _mm_cvtsi32_si128(c)); }
   static QI_INLINE I srav(I a, I c) { return _mm256_srav_epi32(a, c); }
+  static QI_INLINE I sllv(I a, I c) { return _mm256_sllv_epi32(a, c); }
   static QI_INLINE I sll(I a, int32_t c) { return _mm256_sll_epi32(a, _mm_cvtsi32_si128(c)); }
   static QI_INLINE I imin(I a, I b) { return _mm256_min_epi32(a, b); }
   static QI_INLINE I imax(I a, I b) { return _mm256_max_epi32(a, b); }
@@ -190,10 +192,12 @@ template <bool kLog1m>
 QI_INLINE S::I step_simd(S::I hq, S::I at, S::I s2, S::I t2, S::I lo, S::I hi, int32_t F,
                          int32_t F2) {
   S::I term;
-  if constexpr (kLog1m) {
-    term = S::sub(S::sll(hq, F), S::srav(S::mul(hq, s2), at));  // shifts >= 31: sign fill
+  if constexpr (kLog1m) {  // rounding shifts: (v + 2^(sh-1)) >> sh, sh = min(at, 31)
+    const S::I sh = S::imin(at, S::seti(31));
+    const S::I v = S::add(S::mul(hq, s2), S::sllv(S::seti(1), S::sub(sh, S::seti(1))));
+    term = S::sub(S::sll(hq, F), S::srav(v, sh));
   } else {
-    term = S::sra(S::mul(hq, at), F2 - F);
+    term = S::sra(S::add(S::mul(hq, at), S::seti(int32_t(1) << (F2 - F - 1))), F2 - F);
   }
   const S::I x = S::add(term, t2);
   // round half to even: (x + half - 1 + (floor(x / 2^F) & 1)) >> F
