@@ -20,16 +20,18 @@ from qmamba.nn.layers import QuantConv1d, QuantConv2d, QuantLinear
 
 
 def _nbytes(*tensors: torch.Tensor | None) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
 
 
 def _quantizer_weight_bytes(point) -> int:
-    """A simulated layer's weight quantizer: its stored codes and its dequantized cache."""
+    """A simulated layer's weight quantizer: its stored codes and its dequantized cache
+    (a reloaded `CodedWeight`; a `WeightQuantizer` caches the fake-quantized weight)."""
     q = getattr(point, "quantizer", None)
     q = getattr(q, "inner", q)
     if q is None:
         return 0
-    return _nbytes(getattr(q, "codes", None), getattr(q, "_dequant", None))
+    cache = getattr(q, "_cache", None)
+    return _nbytes(getattr(q, "codes", None), getattr(q, "_dequant", None), cache[3] if cache else None)
 
 
 def weight_bytes(model: nn.Module) -> int:
