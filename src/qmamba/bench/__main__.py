@@ -15,6 +15,7 @@ COMMANDS = {
     "forward": "model forward pass timing (module qmamba.bench.forward)",
     "targets": "the engine's accuracy and grid targets on the built-in models (PASS/FAIL)",
     "int": "integer backend: float vs integer forward, speedups, weight memory (module qmamba.bench.int)",
+    "int_accuracy": "integer backend: top-1 of integer vs simulated models on the built-in test images",
 }
 
 
