@@ -70,6 +70,13 @@ class ActCodes(torch.nn.Module):
             raise NotInteger("per-channel zero points with more than one scale")
         if self.channel_zero_point:  # one layout for the codes kernel
             self.scale = self.scale.expand_as(self.zero_point).contiguous()
+        # the epilogue's row parameters of a per-tensor quantizer, once
+        self._tensor_rows = None
+        if self.channel_zero_point:
+            self._tensor_rows = (self.scale.reshape(-1)[:1].contiguous(), torch.ones(1, dtype=torch.int32))
+        elif self.scale.numel() == 1 and self.zero_point.numel() == 1:
+            self._tensor_rows = (self.scale.reshape(1).contiguous(),
+                                 (self.offset - self.zero_point.reshape(1)).round().to(torch.int32))
 
     def codes(self, x: torch.Tensor, want_values: bool = False):
         """(int8 codes shaped like x, the dequantized values or None)."""
@@ -99,8 +106,8 @@ class ActCodes(torch.nn.Module):
         """Per-row scale (float32) and zc = offset - zp (int32) for the GEMM epilogue, the rows
         being x's elements with the channel axis removed in x's order (1 value: per tensor).
         With per-channel zero points: (the scale, 1); the layer's correction holds the rest."""
-        if self.channel_zero_point:
-            return self.scale.reshape(-1)[:1].contiguous(), torch.ones(1, dtype=torch.int32)
+        if self._tensor_rows is not None:
+            return self._tensor_rows
         axis = self.channel_axis % len(x_shape)
         rows_shape = tuple(s for i, s in enumerate(x_shape) if i != axis)
         out = []
