@@ -2,7 +2,7 @@
 
     python -m qmamba.bench int --model vim_tiny [--batch 8 --threads 2 --repeats 5
                                --calib 8 --recipes qmamba minmax --settings W8A8 W4A4
-                               --simulated --isa native|avx2 --out FILE]
+                               --simulated --isa native|avx2 --models-dir DIR --out FILE]
 
 Builds the model with seeded random weights, quantizes it with each recipe and setting on
 `--calib` random images (a timing run, not an accuracy run: `search.samples` 2), saves it
@@ -64,13 +64,17 @@ def cpu_info() -> dict:
             "env": {k: os.environ.get(k) for k in AVX2_ENV}}
 
 
-def _quantize(model, recipe: str, setting: str, calib: int, shape, tmp: str):
-    """(simulated, integer) models of `recipe` at `setting`, through a save and a reload."""
+def _quantize(model, recipe: str, setting: str, calib: int, shape, folder: str):
+    """(simulated, integer) models of `recipe` at `setting`, through a save and a reload
+    (a model already saved in `folder` is reused: the AVX2 run times the same models)."""
     from qmamba.integer import to_integer
     from qmamba.quant.config import QuantConfig
     from qmamba.quant.engine.calibrate import quantize
     from qmamba.quant.serialize import load_quantized, save_quantized
 
+    path = os.path.join(folder, f"{recipe}-{setting}")
+    if os.path.isfile(os.path.join(path, "quant.json")):
+        return load_quantized(path), to_integer(load_quantized(path))
     w, a = (int(v) for v in setting.upper().lstrip("W").split("A"))
     cfg = QuantConfig.from_recipe(recipe, w, a, calib_size=calib)
     if cfg.search.enabled:
@@ -78,7 +82,6 @@ def _quantize(model, recipe: str, setting: str, calib: int, shape, tmp: str):
     g = torch.Generator().manual_seed(1)
     images = [(torch.randn(min(8, calib - i), *shape, generator=g), None) for i in range(0, calib, 8)]
     qmodel = quantize(copy.deepcopy(model), cfg, images)
-    path = os.path.join(tmp, f"{recipe}-{setting}")
     save_quantized(qmodel, path)
     return load_quantized(path), to_integer(load_quantized(path))
 
@@ -96,9 +99,10 @@ def run(args) -> dict:
     x = torch.randn(args.batch, *shape, generator=torch.Generator().manual_seed(2))
     models = {}
     with tempfile.TemporaryDirectory() as tmp:
+        folder = args.models_dir or tmp
         for recipe in args.recipes:
             for setting in args.settings:
-                models[f"{recipe}_{setting}"] = _quantize(model, recipe, setting, args.calib, shape, tmp)
+                models[f"{recipe}_{setting}"] = _quantize(model, recipe, setting, args.calib, shape, folder)
 
     def runner(net):
         def fn():
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--simulated", action="store_true", help="also time the simulated models")
     parser.add_argument("--isa", choices=("native", "avx2"), default="native",
                         help="avx2: force the AVX2 path everywhere (a child process)")
+    parser.add_argument("--models-dir", default=None, metavar="DIR",
+                        help="keep the quantized models here and reuse them when present")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.isa == "avx2" and os.environ.get(CHILD) != "1":
