@@ -58,3 +58,25 @@ def test_cuda_without_a_gpu_and_bad_backend(command):
         main([command, "--device", "cuda"])
     with pytest.raises(SystemExit, match="unknown scan backend 'fast'"):
         main([command, "--backends", "reference,fast"])
+
+
+def test_int_backend_benchmarks(tmp_path, capsys):
+    """`bench int` (speed, memory; models kept in --models-dir and reused) and
+    `bench int_accuracy` on the built-in Vim, tiny settings: the code paths, not the numbers."""
+    models = tmp_path / "models"
+    args = ["int", "--model", "vim_fmnist", "--recipes", "minmax", "--settings", "W8A8", "--batch", "2",
+            "--repeats", "1", "--threads", "1", "--models-dir", str(models)]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["w8a8_speedup"] == report["minmax_W8A8_speedup"] > 0
+    assert report["minmax_W8A8_top1_agree_vs_simulated"] == 1.0
+    assert 0 < report["minmax_W8A8_weight_bytes_over_float"] < 0.35
+    assert report["cpu"]["int_kernels_isa"] in ("avx512", "avx2", "baseline")
+    assert (models / "minmax-W8A8" / "quant.json").is_file()
+    assert main(args) == 0  # reuses the saved model
+    capsys.readouterr()
+    out = tmp_path / "acc.json"
+    assert main(["int_accuracy", "--models", "vim_fmnist", "--recipes", "minmax", "--settings", "W8A8",
+                 "--eval-limit", "40", "--calib-size", "8", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["images"] == 40 and row["within_target"] and row["float_layers"] == []

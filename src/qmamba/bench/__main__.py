@@ -18,6 +18,8 @@ COMMANDS = {
     "forward": "model forward pass timing (module qmamba.bench.forward)",
     "targets": "the engine's accuracy and grid targets on the built-in models (PASS/FAIL)",
     "accuracy": "every built-in model x recipe x setting x seed on the reporting part: mean ± sd, claims",
+    "int": "integer backend: float vs integer forward, speedups, weight memory (module qmamba.bench.int)",
+    "int_accuracy": "integer backend: top-1 of integer vs simulated models on the built-in test images",
 }
 
 

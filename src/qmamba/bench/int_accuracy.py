@@ -1,0 +1,123 @@
+"""Integer backend accuracy: top-1 of the integer model against the simulated one.
+
+    python -m qmamba.bench int_accuracy [--models vim_fmnist vmamba_fmnist]
+                                        [--recipes qmamba minmax]
+                                        [--settings W8A8 W4A8 W4A4]
+                                        [--calib-size 64 --search-samples 8 --seed 0]
+                                        [--eval-limit 0 --threads 1 --out FILE]
+
+For every built-in model, recipe and setting: calibrate as the demo does (`--calib-size`
+seeded built-in training images, `--search-samples` of them for the clipping search),
+save the model and reload it twice, as the simulated model (`load_quantized`) and on the
+integer backend (`to_integer`), and evaluate both on the built-in test images (all 10,000
+unless `--eval-limit N`, the first N). Prints one line per run and writes the JSON: both
+top-1s, their difference in points (the target: within 0.1), the images whose prediction
+differs, and the layers left in float.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+TARGET_POINTS = 0.1
+
+
+def _loaders(model, calib_size: int, seed: int, limit: int | None, batch: int = 250):
+    from torch.utils.data import Subset
+
+    from qmamba.data import BuiltinFashionMNIST, calibration_subset, eval_transform, make_loader
+
+    tf = eval_transform(model)
+    calib = make_loader(calibration_subset(BuiltinFashionMNIST("calib", tf), calib_size, seed), 64)
+    test = BuiltinFashionMNIST("test", tf)
+    if limit:
+        test = Subset(test, range(min(limit, len(test))))
+    return calib, make_loader(test, batch)
+
+
+@torch.no_grad()
+def _predictions(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    preds, labels = [], []
+    for x, y in loader:
+        preds.append(model(x).argmax(1))
+        labels.append(y)
+    return torch.cat(preds), torch.cat(labels)
+
+
+def run_one(name: str, recipe: str, setting: str, args) -> dict:
+    from qmamba.integer import describe, to_integer
+    from qmamba.models.builtin import load_builtin_model
+    from qmamba.quant.config import QuantConfig
+    from qmamba.quant.engine.calibrate import quantize
+    from qmamba.quant.serialize import load_quantized, save_quantized
+
+    model = load_builtin_model(name)
+    w, a = (int(v) for v in setting.upper().lstrip("W").split("A"))
+    cfg = QuantConfig.from_recipe(recipe, w, a, calib_size=args.calib_size, seed=args.seed)
+    if cfg.search.enabled:
+        cfg = cfg.replace(**{"search.samples": args.search_samples})
+    calib, test = _loaders(model, args.calib_size, args.seed, args.eval_limit)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_quantized(quantize(model, cfg, calib), Path(tmp) / "model")
+        simulated = load_quantized(Path(tmp) / "model")
+        integer = to_integer(load_quantized(Path(tmp) / "model"))
+    t0 = time.perf_counter()
+    sim_pred, labels = _predictions(simulated, test)
+    t1 = time.perf_counter()
+    int_pred, _ = _predictions(integer, test)
+    t2 = time.perf_counter()
+    n = labels.numel()
+    sim_top1 = 100.0 * float((sim_pred == labels).sum()) / n
+    int_top1 = 100.0 * float((int_pred == labels).sum()) / n
+    floats = [line.strip() for line in describe(integer).splitlines()[1:] if line.strip().startswith("float:")]
+    return {"model": name, "recipe": recipe, "setting": setting, "images": n,
+            "simulated_top1": round(sim_top1, 2), "integer_top1": round(int_top1, 2),
+            "difference_points": round(int_top1 - sim_top1, 2),
+            "within_target": abs(int_top1 - sim_top1) <= TARGET_POINTS + 1e-9,
+            "predictions_differing": int((sim_pred != int_pred).sum()),
+            "float_layers": floats, "simulated_seconds": round(t1 - t0, 1),
+            "integer_seconds": round(t2 - t1, 1), "config": cfg.to_dict()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qmamba.bench int_accuracy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["vim_fmnist", "vmamba_fmnist"])
+    parser.add_argument("--recipes", nargs="+", default=["qmamba", "minmax"])
+    parser.add_argument("--settings", nargs="+", default=["W8A8", "W4A8", "W4A4"])
+    parser.add_argument("--calib-size", type=int, default=64)
+    parser.add_argument("--search-samples", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-limit", type=int, default=0, help="the first N test images (0: all)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, metavar="FILE")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.models:
+        for recipe in args.recipes:
+            for setting in args.settings:
+                row = run_one(name, recipe, setting, args)
+                rows.append(row)
+                print(f"{name:14s} {recipe:8s} {setting}: simulated {row['simulated_top1']:.2f} "
+                      f"integer {row['integer_top1']:.2f} ({row['difference_points']:+.2f} points, "
+                      f"{row['predictions_differing']} of {row['images']} predictions differ) "
+                      f"{'PASS' if row['within_target'] else 'FAIL'}", flush=True)
+    report = {"command": "python -m qmamba.bench int_accuracy", "args": vars(args), "rows": rows,
+              "all_within_target": all(r["within_target"] for r in rows), "torch": torch.__version__}
+    if args.out:
+        from qmamba.io_utils import atomic_write
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0 if report["all_within_target"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
