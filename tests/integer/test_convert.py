@@ -19,7 +19,7 @@ from qmamba.integer.memory import weight_bytes
 from qmamba.nn.layers import QuantLinear
 from qmamba.ops import scan_backend
 from qmamba.quant.config import QuantConfig
-from qmamba.quant.engine.calibrate import quantize
+from qmamba.quant.engine import quantize
 from qmamba.quant.quantizers import UniformQuantizer, WeightQuantizer
 from qmamba.quant.serialize import load_quantized, save_quantized
 

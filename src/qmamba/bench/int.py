@@ -69,7 +69,7 @@ def _quantize(model, recipe: str, setting: str, calib: int, shape, folder: str):
     (a model already saved in `folder` is reused: the AVX2 run times the same models)."""
     from qmamba.integer import to_integer
     from qmamba.quant.config import QuantConfig
-    from qmamba.quant.engine.calibrate import quantize
+    from qmamba.quant.engine import quantize
     from qmamba.quant.serialize import load_quantized, save_quantized
 
     path = os.path.join(folder, f"{recipe}-{setting}")

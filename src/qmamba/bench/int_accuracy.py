@@ -53,7 +53,7 @@ def run_one(name: str, recipe: str, setting: str, args) -> dict:
     from qmamba.integer import describe, to_integer
     from qmamba.models.builtin import load_builtin_model
     from qmamba.quant.config import QuantConfig
-    from qmamba.quant.engine.calibrate import quantize
+    from qmamba.quant.engine import quantize
     from qmamba.quant.serialize import load_quantized, save_quantized
 
     model = load_builtin_model(name)
