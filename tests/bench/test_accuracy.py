@@ -120,3 +120,24 @@ def test_the_default_plan_is_every_quantizing_recipe_setting_and_seed():
 def test_command_line_errors_name_the_flags(capsys, tmp_path):
     assert bench_main(["accuracy", "--out", str(tmp_path), "--seeds", "1", "1", "--no-progress"]) == 2
     assert "--seeds must be distinct" in capsys.readouterr().err
+
+
+def test_a_recipe_variant_runs_the_recipe_with_its_overrides():
+    """'qmamba[ssm.ltsq_scale=mse;search.min_gain=0]': the qmamba recipe, then the
+    overrides as `--set` parses them; a bad key is a ConfigError before any run."""
+    from qmamba.bench.accuracy import AccuracyJob
+    from qmamba.bench.accuracy_runs import RunSpec, run_config, split_variant
+    from qmamba.errors import ConfigError
+
+    assert split_variant("qmamba") == ("qmamba", {})
+    assert split_variant("qmamba[ssm.ltsq_scale=mse;search.min_gain=0]") == \
+        ("qmamba", {"ssm.ltsq_scale": "mse", "search.min_gain": 0})
+    name = "qmamba[ssm.ltsq_scale=mse]"
+    cfg = run_config(RunSpec("vim_fmnist", name, "W4A4", 4, 4, 1), calib_size=16, search_samples=4)
+    assert (cfg.recipe, cfg.ssm.ltsq_scale, cfg.search.samples, cfg.seed) == ("qmamba", "mse", 4, 1)
+    job = AccuracyJob(models=["vim_fmnist"], recipes=["qmamba", name], settings=["W4A4"], seeds=[0])
+    assert [s.recipe for s in job.plan()] == ["fp", "qmamba", name]
+    assert f"qmamba vs {name}" in [c.name for c in job.judged_claims()]
+    for bad in ("qmamba[ssm.nope=1]", "qmamba[]", "qmamba[ssm.ltsq_scale=mse", "nope[a=1]"):
+        with pytest.raises(ConfigError):
+            AccuracyJob(models=["vim_fmnist"], recipes=[bad], settings=["W4A4"], seeds=[0]).plan()

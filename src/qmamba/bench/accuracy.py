@@ -30,7 +30,14 @@ from pathlib import Path
 
 import torch
 
-from qmamba.bench.accuracy_runs import FLOAT, RunCache, RunSettings, RunSpec, compute_runs
+from qmamba.bench.accuracy_runs import (
+    FLOAT,
+    RunCache,
+    RunSettings,
+    RunSpec,
+    compute_runs,
+    split_variant,
+)
 from qmamba.data.parts import check_part
 from qmamba.errors import ConfigError
 from qmamba.io_utils import OutputSet
@@ -40,7 +47,7 @@ from qmamba.jobs.models import builtin_model_names
 from qmamba.jobs.outputs import check_out_dir
 from qmamba.jobs.reporting import versions
 from qmamba.models.registry import resolve_name
-from qmamba.quant.config import check_seed
+from qmamba.quant.config import QuantConfig, check_seed
 from qmamba.quant.recipes import get_recipe, list_recipes
 from qmamba.report.accuracy_tables import accuracy_markdown
 from qmamba.report.claims import HITS_ENCODING, Claim, judge_claims, standard_claims
@@ -55,6 +62,17 @@ ACCURACY_SETTINGS = ("W8A8", "W4A8", "W4A6", "W4A4")
 ACCURACY_SEEDS = (0, 1, 2)
 ACCURACY_FILES = ("accuracy.json", "accuracy.md")
 CACHE_FILE = "runs.jsonl"
+
+
+def _checked_recipe(name: str) -> str:
+    """A registered recipe's name, or a variant of one whose overrides are valid config
+    fields (`split_variant`); ConfigError otherwise."""
+    recipe, overrides = split_variant(name)
+    canonical = get_recipe(recipe).name
+    if not overrides:
+        return canonical
+    QuantConfig.from_recipe(canonical, 4, 4).replace(**overrides)  # raises on a bad key / value
+    return name
 
 
 def quantizing_recipes() -> tuple[str, ...]:
@@ -86,7 +104,7 @@ class AccuracyJob:
     def plan(self) -> list[RunSpec]:
         """The runs, every name and number checked: per model the float model once, then
         per seed every recipe x setting."""
-        recipes = [get_recipe(r).name for r in dict.fromkeys(self.recipes) if r != FLOAT]
+        recipes = [_checked_recipe(r) for r in dict.fromkeys(self.recipes) if r != FLOAT]
         settings = list(dict.fromkeys(parse_setting(s) for s in self.settings))
         if not recipes or not settings:
             raise ConfigError("`recipes` and `settings` must each name at least one")
@@ -175,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/accuracy", metavar="DIR", help="output folder (default runs/accuracy)")
     p.add_argument("--models", nargs="+", metavar="NAME", help="built-in models (default: all)")
-    p.add_argument("--recipes", nargs="+", metavar="R", help="default: every quantizing recipe registered")
+    p.add_argument("--recipes", nargs="+", metavar="R", help="default: every quantizing recipe registered; a variant RECIPE[KEY=VALUE;...] runs a recipe with config overrides (to measure a choice)")
     p.add_argument("--settings", nargs="+", default=list(ACCURACY_SETTINGS), metavar="WxAy")
     p.add_argument("--seeds", nargs="+", type=int, default=list(ACCURACY_SEEDS), metavar="S",
                    help="calibration seeds (default 0 1 2)")

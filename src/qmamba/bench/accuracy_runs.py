@@ -25,15 +25,16 @@ from pathlib import Path
 import torch
 
 from qmamba.determinism import deterministic
+from qmamba.errors import ConfigError
 from qmamba.jobs.calibration import calibrate, calibration_batches
 from qmamba.jobs.data import calibration_data, evaluation_data, materialize
 from qmamba.jobs.evaluation import evaluate_split
 from qmamba.jobs.models import load_model
-from qmamba.quant.config import QuantConfig
+from qmamba.quant.config import QuantConfig, parse_override
 from qmamba.report.claims import run_record
 from qmamba.report.progress import Progress
 
-__all__ = ["RunCache", "RunSpec", "compute_runs", "run_config"]
+__all__ = ["RunCache", "RunSpec", "compute_runs", "run_config", "split_variant"]
 
 FLOAT = "fp"
 
@@ -55,15 +56,28 @@ class RunSpec:
         return f"{self.model} {self.recipe} {self.setting}{seed}"
 
 
+def split_variant(name: str) -> tuple[str, dict]:
+    """A variant of a recipe, for measuring a choice with the same machinery:
+    'qmamba[ssm.ltsq_scale=mse;search.min_gain=0]' -> ('qmamba', {'ssm.ltsq_scale': 'mse',
+    'search.min_gain': 0}) (values as `--set` parses them); a plain name -> (name, {})."""
+    base, sep, rest = name.partition("[")
+    if not sep:
+        return name, {}
+    if not rest.endswith("]") or not rest[:-1].strip():
+        raise ConfigError(f"a recipe variant looks like RECIPE[KEY=VALUE;...], got {name!r}")
+    return base.strip(), dict(parse_override(item) for item in rest[:-1].split(";"))
+
+
 def run_config(spec: RunSpec, calib_size: int, search_samples: int | None) -> QuantConfig:
     """The config of a run, as the demo builds it (`search_samples` replaces the
-    recipe's search images when the recipe searches)."""
+    recipe's search images when the recipe searches); a variant's overrides last."""
     if spec.recipe == FLOAT:
         return QuantConfig.from_recipe(FLOAT)
-    cfg = QuantConfig.from_recipe(spec.recipe, spec.w_bits, spec.a_bits, calib_size=calib_size, seed=spec.seed)
+    recipe, overrides = split_variant(spec.recipe)
+    cfg = QuantConfig.from_recipe(recipe, spec.w_bits, spec.a_bits, calib_size=calib_size, seed=spec.seed)
     if search_samples is not None and cfg.search.enabled:
         cfg = cfg.replace(**{"search.samples": search_samples})
-    return cfg
+    return cfg.replace(**overrides) if overrides else cfg
 
 
 def run_key(spec: RunSpec, config: QuantConfig, env: dict) -> dict:
