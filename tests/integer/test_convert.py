@@ -74,14 +74,29 @@ def quantized(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model", ["vim", "vmamba"])
-@pytest.mark.parametrize("recipe", ["qmamba", "minmax", "mambaquant"])
+@pytest.mark.parametrize("recipe", ["qmamba", "minmax", "mambaquant+base"])
 @pytest.mark.parametrize("setting", ["W8A8", "W4A8", "W4A4"])
 def test_integer_model_matches_simulated(model, recipe, setting, quantized, one_thread):
+    """Every point quantized (mambaquant's rotations on the strong base): every layer and
+    scan runs integer."""
     path = quantized(model, recipe, setting)
     imodel = to_integer(load_quantized(path))
     _check_close(model, load_quantized(path), imodel)
     records = layer_table(imodel)
     assert records and all(r["integer"] for r in records), describe(imodel)
+
+
+@pytest.mark.parametrize("model", ["vim", "vmamba"])
+def test_mambaquant_as_published_keeps_its_float_scan(model, quantized, one_thread):
+    """mambaquant as published keeps the scan state in float (its kernel's): the scans
+    stay simulated and say so, every linear / conv layer runs integer."""
+    path = quantized(model, "mambaquant", "W4A4")
+    imodel = to_integer(load_quantized(path))
+    _check_close(model, load_quantized(path), imodel)
+    records = layer_table(imodel)
+    floats = [r for r in records if not r["integer"]]
+    assert floats and all(r["kind"] == "scan" and "not quantized" in r["reason"] for r in floats), describe(imodel)
+    assert any(r["integer"] for r in records)
 
 
 @pytest.mark.parametrize("case,model,recipe", [c[:3] for c in CASES])
