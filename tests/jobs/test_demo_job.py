@@ -10,9 +10,10 @@ from qmamba.jobs import DemoJob
 
 def test_literature_baselines_run_at_their_own_settings_unless_settings_are_given():
     job = DemoJob()
-    assert job.runs_setting("quamba", "W4A4") and not job.runs_setting("quamba", "W6A6")
-    assert job.runs_setting("qmamba", "W6A6")
-    assert DemoJob(recipe_settings=False).runs_setting("quamba", "W6A6")
+    assert job.runs_setting("quamba", "W4A4") and not job.runs_setting("quamba", "W4A6")
+    assert job.runs_setting("quamba+base", "W8A8") and not job.runs_setting("quamba+base", "W4A8")
+    assert job.runs_setting("qmamba", "W4A6")
+    assert DemoJob(recipe_settings=False).runs_setting("quamba", "W4A6")
 
 
 def test_plan_deduplicates_and_checks_names():

@@ -49,7 +49,7 @@ __all__ = [
     "run_demo",
 ]
 
-DEMO_SETTINGS = ("W8A8", "W6A6", "W4A8", "W4A6", "W4A4")
+DEMO_SETTINGS = ("W8A8", "W4A8", "W4A6", "W4A4")
 # Measured so that `make demo` (92 runs: 2 models x (FP + 6 recipes x 5 settings + 5
 # literature recipes x 3 settings)) stays within 20 minutes on 2 CPU cores: 846 s with
 # other jobs running (README.md, "Demo").

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qmamba.quant.recipes.quamba import SCAN_STATE_IN_FLOAT
-from qmamba.quant.recipes.registry import register_recipe
+from qmamba.quant.recipes.registry import LITERATURE_DEMO_SETTINGS, register_recipe
 
 if TYPE_CHECKING:
     from qmamba.quant.config import QuantConfig
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     "mambaquant",
     group="literature",
     summary="MambaQuant: KLT-enhanced Hadamard rotations of linear inputs, smooth-fused out_proj rotation",
-    demo_settings=("W8A8", "W4A8", "W4A4"),
+    demo_settings=LITERATURE_DEMO_SETTINGS,
 )
 def mambaquant(cfg: QuantConfig) -> None:
     """MambaQuant (Xu, Yue, Hu, Yuan, Jiang, Chen, Yu, Xu, Zhou, Yang, "MambaQuant:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qmamba.quant.recipes.registry import register_recipe
+from qmamba.quant.recipes.registry import LITERATURE_DEMO_SETTINGS, register_recipe
 
 if TYPE_CHECKING:
     from qmamba.quant.config import QuantConfig
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     "ptq4vit",
     group="literature",
     summary="PTQ4ViT: twin uniform quantization of the SiLU outputs, Hessian-guided block search",
-    demo_settings=("W8A8", "W4A8", "W4A4"),
+    demo_settings=LITERATURE_DEMO_SETTINGS,
 )
 def ptq4vit(cfg: QuantConfig) -> None:
     """PTQ4ViT (Yuan et al., "PTQ4ViT: Post-Training Quantization for Vision Transformers

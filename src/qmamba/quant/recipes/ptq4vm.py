@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qmamba.models.contract import model_family
-from qmamba.quant.recipes.registry import register_recipe
+from qmamba.quant.recipes.registry import LITERATURE_DEMO_SETTINGS, register_recipe
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -28,6 +28,7 @@ def vmamba_alpha(cfg: QuantConfig, model: nn.Module) -> QuantConfig:
     group="literature",
     summary="PTQ4VM: per-token static activation scales, SmoothQuant smoothing, JLSS block-wise tuning",
     adapt=vmamba_alpha,
+    demo_settings=LITERATURE_DEMO_SETTINGS,
 )
 def ptq4vm(cfg: QuantConfig) -> None:
     """PTQ4VM (Cho et al., "PTQ4VM: Post-Training Quantization for Visual Mamba", WACV 2025).

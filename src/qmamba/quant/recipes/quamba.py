@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qmamba.quant.recipes.registry import register_recipe
+from qmamba.quant.recipes.registry import LITERATURE_DEMO_SETTINGS, register_recipe
 
 if TYPE_CHECKING:
     from qmamba.quant.config import QuantConfig
@@ -19,7 +19,7 @@ SCAN_STATE_IN_FLOAT = {"ssm.A": None, "ssm.B": None, "ssm.h": None}
     "quamba",
     group="literature",
     summary="Quamba: 99.999th-percentile SSM input, Hadamard-rotated out_proj input, symmetric static scales",
-    demo_settings=("W8A8", "W4A8", "W4A4"),
+    demo_settings=LITERATURE_DEMO_SETTINGS,
 )
 def quamba(cfg: QuantConfig) -> None:
     """Quamba (Chiang, Chang, Frumkin, Wu, Marculescu, "Quamba: A Post-Training

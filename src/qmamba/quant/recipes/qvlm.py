@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qmamba.quant.recipes.registry import register_recipe
+from qmamba.quant.recipes.registry import LITERATURE_DEMO_SETTINGS, register_recipe
 
 if TYPE_CHECKING:
     from qmamba.quant.config import QuantConfig
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     "qvlm",
     group="literature",
     summary="Q-VLM: blocks grouped by activation entropy, searched jointly",
-    demo_settings=("W8A8", "W4A8", "W4A4"),
+    demo_settings=LITERATURE_DEMO_SETTINGS,
 )
 def qvlm(cfg: QuantConfig) -> None:
     """Q-VLM (Wang et al., "Q-VLM: Post-training Quantization for Large Vision-Language

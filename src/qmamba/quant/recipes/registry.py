@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 # The groups, in the order tables list them.
 GROUPS = ("float", "baseline", "method", "ablation", "literature", "on_base")
 BASE_SUFFIX = "+base"
+# The demo runs each literature baseline (as published and on the base) at these two
+# settings only, so that `make demo` stays within 10 minutes on 2 cores; the accuracy
+# benchmark (`python -m qmamba.bench accuracy`) runs every recipe at every setting.
+LITERATURE_DEMO_SETTINGS = ("W8A8", "W4A4")
 BASE_RECIPE = "qmamba_base"  # whose configure is the strong base
 
 

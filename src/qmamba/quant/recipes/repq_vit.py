@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qmamba.quant.recipes.registry import register_recipe
+from qmamba.quant.recipes.registry import LITERATURE_DEMO_SETTINGS, register_recipe
 
 if TYPE_CHECKING:
     from qmamba.quant.config import QuantConfig
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     "repq_vit",
     group="literature",
     summary="RepQ-ViT: per-channel norm outputs folded into norm + linear, log-sqrt(2) quantizer on delta",
-    demo_settings=("W8A8", "W4A8", "W4A4"),
+    demo_settings=LITERATURE_DEMO_SETTINGS,
 )
 def repq_vit(cfg: QuantConfig) -> None:
     """RepQ-ViT (Li et al., "RepQ-ViT: Scale Reparameterization for Post-Training
