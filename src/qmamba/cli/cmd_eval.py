@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from qmamba.cli import add_data_args, add_portable_arg, add_run_args, command_line, param_flags
+from qmamba.loading import BACKENDS
 
 
 def register(subparsers) -> None:
@@ -16,6 +17,10 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="PATH", help="float weights file")
     src.add_argument("--quantized", metavar="DIR", help="a folder written by save_quantized (OUT/model)")
+    p.add_argument("--backend", choices=BACKENDS, default="simulated",
+                   help="with --quantized: run the model with fake quantization in float ('simulated', "
+                        "default, any device) or with integer arithmetic on the CPU ('int': int8 GEMMs "
+                        "on the weight codes, the integer scan; prints which layers stay float and why)")
     p.add_argument("--use-ema", action="store_true", help="load the checkpoint's 'model_ema' weights")
     p.add_argument("--allow-unsafe-pickle", action="store_true",
                    help="allow checkpoints that need full unpickling (trusted files only)")
@@ -33,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from qmamba.report.summary import eval_summary
 
     job = EvalJob(
-        model=args.model, checkpoint=args.checkpoint, quantized=args.quantized, use_ema=args.use_ema,
-        allow_unsafe_pickle=args.allow_unsafe_pickle, data=args.data, batch_size=args.batch_size,
-        device=args.device, eval_limit=args.eval_limit, workers=args.workers, seed=args.seed,
+        model=args.model, checkpoint=args.checkpoint, quantized=args.quantized, backend=args.backend,
+        use_ema=args.use_ema, allow_unsafe_pickle=args.allow_unsafe_pickle, data=args.data,
+        batch_size=args.batch_size, device=args.device, eval_limit=args.eval_limit, workers=args.workers, seed=args.seed,
         skip_corrupt_images=args.skip_corrupt_images, labels=args.labels, class_map=args.class_map,
         eval_part=args.eval_part,
     )
@@ -43,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if not dist.is_main():  # torchrun: rank 0 reports
         return 0
     print(eval_summary(result.report))
+    if result.report.get("backend") == "int":
+        from qmamba.integer import describe
+
+        print(describe(result.model))
     if args.out:
         print(f"written: {args.out}")
     return 0

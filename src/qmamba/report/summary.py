@@ -72,6 +72,8 @@ def quantize_summary(report: Mapping) -> str:
 def eval_summary(report: Mapping) -> str:
     r, ev = report["result"], report["evaluation"]
     origin = report.get("quantized") or report.get("weights") or ""
+    if report.get("backend") == "int":
+        origin += ", integer backend"
     subset = f" (subset of {ev['total']:,})" if ev.get("limit") else ""
     line = (f"{report['model']} {report['setting']} ({origin}): top-1 {r['top1']:.2f}  top-5 {r['top5']:.2f}  "
             f"on {r['num_images']:,} images from {ev['source']}{subset}  "
