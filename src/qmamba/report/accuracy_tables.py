@@ -42,6 +42,17 @@ def _model_section(report: Mapping, model: str) -> list[str]:
     return out
 
 
+def _tuning_note(part) -> str:
+    """Whether defaults may have been chosen on these images (the tuning part is where
+    they are chosen; the reporting part never is)."""
+    name = part.get("name") if isinstance(part, Mapping) else part
+    if name == "reporting":
+        return "; no default was chosen on them"
+    if name == "tuning":
+        return "; the tuning part: defaults are chosen on these images, so they are not reported as results"
+    return "; this includes the tuning images, on which defaults were chosen"
+
+
 def accuracy_markdown(report: Mapping) -> str:
     """accuracy.md from accuracy.json's content (`qmamba.bench.accuracy`)."""
     cfg, boot = report["config"], report["bootstrap"]
@@ -52,7 +63,7 @@ def accuracy_markdown(report: Mapping) -> str:
           "limit": cfg.get("eval_limit"), "total": None}
     seeds = ", ".join(map(str, cfg["seeds"]))
     out = ["# qmamba accuracy benchmark: top-1 (%) over calibration seeds", "",
-           f"Evaluated on {eval_note(ev)}; nothing was tuned on them. Each run calibrates on "
+           f"Evaluated on {eval_note(ev)}{_tuning_note(part)}. Each run calibrates on "
            f"{cfg['calib_size']} training images drawn with its seed (seeds {seeds}); cells are the mean ± "
            "sample standard deviation over the seeds. A claim 'A vs B' is the paired difference A − B "
            f"with a {100 * boot['level']:.0f}% bootstrap interval ({boot['scheme']}; {boot['resamples']:,} "

@@ -53,14 +53,15 @@ def mambaquant(cfg: QuantConfig) -> None:
       paper) and of VMamba's MLP fc2 input (GELU output: s cannot be fused, so no
       smoothing there).
     - quantizers: per-tensor static asymmetric min/max activations; per-output-channel
-      weights with the clipping searched per channel (`weight.observer = "mse"`, data
-      free) standing in for the GPTQ the paper uses at 4-bit weights. The paper's
-      rotations of the scan's C/h matmul are not reproduced.
+      weights by GPTQ (`weight.observer = "gptq"`, qmamba.quant.methods.gptq), as the
+      paper quantizes its weights; the layers whose input a rotation is folded into
+      keep the per-channel MSE weight quantizer (the GPTQ mechanism says which). The
+      paper's rotations of the scan's C/h matmul are not reproduced.
     - the scan as the paper's kernel runs it: inputs and output quantized, the in-loop
       A_bar, B_bar u and h in floating point (`role_bits`, as `quamba`); the tables mark
       it. `mambaquant+base` quantizes them like every recipe on the strong base.
     """
-    cfg.weight.observer = "mse"
+    cfg.weight.observer = "gptq"
     cfg.act.observer = "minmax"
     cfg.outlier.klt = True
     cfg.outlier.hadamard_out_proj = True

@@ -14,8 +14,11 @@ TGQ_GROUPS = 8
 
 def ltsq(cfg: QuantConfig) -> None:
     """Long-tailed Skewness Quantization: log grids where the calibrated values are skewed
-    (1 - A_bar, B_bar u, delta; qmamba.quant.methods.ltsq), uniform elsewhere."""
+    (1 - A_bar, B_bar u, delta; qmamba.quant.methods.ltsq), uniform elsewhere, each log
+    grid's scale searched for the least squared error (`ssm.ltsq_scale = "mse"`: chosen on
+    the tuning images, docs/design.md "Choices measured"; "max" is the calibrated extreme)."""
     cfg.ssm.a_grid = cfg.ssm.b_grid = cfg.ssm.delta_grid = "ltsq"
+    cfg.ssm.ltsq_scale = "mse"
 
 
 def tgq(cfg: QuantConfig) -> None:
