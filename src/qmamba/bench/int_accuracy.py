@@ -4,13 +4,13 @@
                                         [--recipes qmamba minmax]
                                         [--settings W8A8 W4A8 W4A4]
                                         [--calib-size 64 --search-samples 8 --seed 0]
-                                        [--eval-limit 0 --threads 1 --out FILE]
+                                        [--eval-limit 0 --eval-part reporting --threads 1 --out FILE]
 
 For every built-in model, recipe and setting: calibrate as the demo does (`--calib-size`
 seeded built-in training images, `--search-samples` of them for the clipping search),
 save the model and reload it twice, as the simulated model (`load_quantized`) and on the
-integer backend (`to_integer`), and evaluate both on the built-in test images (all 10,000
-unless `--eval-limit N`, the first N). Prints one line per run and writes the JSON: both
+integer backend (`to_integer`), and evaluate both on the built-in test images of
+`--eval-part` (default: the reporting half, all 5,000 unless `--eval-limit N`, the first N). Prints one line per run and writes the JSON: both
 top-1s, their difference in points (the target: within 0.1), the images whose prediction
 differs, and the layers left in float.
 """
@@ -27,17 +27,15 @@ import torch
 TARGET_POINTS = 0.1
 
 
-def _loaders(model, calib_size: int, seed: int, limit: int | None, batch: int = 250):
-    from torch.utils.data import Subset
+def _loaders(model, name: str, calib_size: int, seed: int, limit: int | None, eval_part: str,
+             batch: int = 250):
+    """The demo's data (`qmamba.jobs.data`): `calib_size` seeded training images, and the
+    test images of `eval_part` (the first `limit` of them with a limit)."""
+    from qmamba.jobs.data import calibration_data, evaluation_data, materialize
 
-    from qmamba.data import BuiltinFashionMNIST, calibration_subset, eval_transform, make_loader
-
-    tf = eval_transform(model)
-    calib = make_loader(calibration_subset(BuiltinFashionMNIST("calib", tf), calib_size, seed), 64)
-    test = BuiltinFashionMNIST("test", tf)
-    if limit:
-        test = Subset(test, range(min(limit, len(test))))
-    return calib, make_loader(test, batch)
+    calib = calibration_data(model, name, None, calib_size, seed)
+    test = evaluation_data(model, name, None, limit or None, eval_part=eval_part)
+    return [x for x, _ in materialize(calib, 64)], materialize(test, batch)
 
 
 @torch.no_grad()
@@ -51,6 +49,7 @@ def _predictions(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
 
 def run_one(name: str, recipe: str, setting: str, args) -> dict:
     from qmamba.integer import describe, to_integer
+    from qmamba.jobs.calibration import calibration_batches
     from qmamba.models.builtin import load_builtin_model
     from qmamba.quant.config import QuantConfig
     from qmamba.quant.engine import quantize
@@ -61,9 +60,9 @@ def run_one(name: str, recipe: str, setting: str, args) -> dict:
     cfg = QuantConfig.from_recipe(recipe, w, a, calib_size=args.calib_size, seed=args.seed)
     if cfg.search.enabled:
         cfg = cfg.replace(**{"search.samples": args.search_samples})
-    calib, test = _loaders(model, args.calib_size, args.seed, args.eval_limit)
+    calib, test = _loaders(model, name, args.calib_size, args.seed, args.eval_limit, args.eval_part)
     with tempfile.TemporaryDirectory() as tmp:
-        save_quantized(quantize(model, cfg, calib), Path(tmp) / "model")
+        save_quantized(quantize(model, cfg, calibration_batches(calib, 64, cfg)), Path(tmp) / "model")
         simulated = load_quantized(Path(tmp) / "model")
         integer = to_integer(load_quantized(Path(tmp) / "model"))
     t0 = time.perf_counter()
@@ -93,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-size", type=int, default=64)
     parser.add_argument("--search-samples", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-limit", type=int, default=0, help="the first N test images (0: all)")
+    parser.add_argument("--eval-limit", type=int, default=0, help="the first N images of the part (0: all)")
+    parser.add_argument("--eval-part", default="reporting", choices=("all", "tuning", "reporting"),
+                        help="which built-in test images (default: the reporting half, qmamba.data.parts)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, metavar="FILE")
     args = parser.parse_args(argv)
