@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint bench accuracy clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -19,6 +19,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests
+
+# every recipe x W4A6 / W4A4 x seeds 0-2 on the reporting images, both built-in models
+# (about an hour on 2 cores; resumes where it stopped): runs/accuracy/accuracy.md
+accuracy: $(STAMP)
+	$(PY) -m qmamba.bench accuracy --out runs/accuracy --settings W4A6 W4A4 --seeds 0 1 2
 
 bench: $(STAMP)
 	$(PY) -m qmamba.bench scan

@@ -57,6 +57,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=DEMO_THREADS, metavar="N",
                    help=f"CPU threads for PyTorch (default {DEMO_THREADS}: predictable on shared machines)")
     add_portable_arg(p, default=True)
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="worker processes, one model each (default: one per model, at most one per CPU "
+                        "core; 1: everything in this process); the numbers are the same either way")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.set_defaults(func=run, param_flags=param_flags(p))
 
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                   eval_limit=args.eval_limit or None, eval_part=args.eval_part, calib_size=args.calib_size,
                   seeds=[args.seed_alias] if args.seed_alias is not None else args.seeds,
                   batch_size=args.batch_size, device=args.device,
-                  search_samples=args.search_samples)
+                  search_samples=args.search_samples, processes=args.processes)
     results = run_demo(job, args.out, args.progress, command_line(args)).report
     print(demo_markdown(results))
     out = Path(args.out)

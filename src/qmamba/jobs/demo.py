@@ -6,9 +6,12 @@ model is evaluated once, then calibrated and evaluated per recipe and setting. T
 files are written together at the end (`qmamba.io_utils.OutputSet`)."""
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,9 +53,9 @@ __all__ = [
 ]
 
 DEMO_SETTINGS = ("W8A8", "W4A8", "W4A6", "W4A4")
-# Measured so that `make demo` (92 runs: 2 models x (FP + 6 recipes x 5 settings + 5
-# literature recipes x 3 settings)) stays within 20 minutes on 2 CPU cores: 846 s with
-# other jobs running (README.md, "Demo").
+# `make demo`: 2 models x (FP + 6 recipes x 4 settings + 6 literature recipes x 2 + their
+# 6 X+base variants x 1) = 86 runs, one worker process per model on 2 CPU cores, within
+# 10 minutes (README.md, "Demo", for the measured time).
 DEMO_EVAL_LIMIT = 1000
 DEMO_CALIB_SIZE = 64
 DEMO_SEARCH_SAMPLES = 8  # images of the block-output search (recipes that search; default 32)
@@ -75,6 +78,10 @@ class DemoJob:
     batch_size: int = 256
     device: str = "cpu"
     search_samples: int | None = DEMO_SEARCH_SAMPLES  # None: the recipe's own
+    # worker processes, one model each (None: one per model, at most one per CPU core);
+    # every run gives the same numbers in a worker as in one process (each model's runs
+    # start from its own seeded state, each process runs the same thread count)
+    processes: int | None = None
 
     def config(self, recipe: str, w_bits: int, a_bits: int, seed: int = 0) -> QuantConfig:
         cfg = QuantConfig.from_recipe(recipe, w_bits, a_bits, calib_size=self.calib_size, seed=seed)
@@ -103,7 +110,7 @@ class DemoJob:
                 settings.append((name, w, a))
         if not settings and any(r != "fp" for r in recipes):
             raise ConfigError("`settings` is empty")
-        for param in ("calib_size", "batch_size", "search_samples"):
+        for param in ("calib_size", "batch_size", "search_samples", "processes"):
             value = getattr(self, param)
             if value is not None and value < 1:
                 raise ConfigError(f"`{param}` must be at least 1, got {value}")
@@ -153,32 +160,89 @@ def run_demo(job: DemoJob, out_dir: str | os.PathLike, progress: Progress | None
     out = check_out_dir(out_dir, DEMO_FILES)
     configs = [(r, s, w, a) for r in recipes if r != "fp" for s, w, a in settings if job.runs_setting(r, s)]
     total = len(models) * (1 + len(configs) * len(job.seeds))
-    rows: list[dict] = []
-    model_info: dict[str, dict] = {}
-    data = None
-    with deterministic(job.seeds[0]), progress.stage("demo runs", total=total, unit="run") as runs:
-        for name in models:
-            progress.context = f"run {runs.done + 1} of {total} ({name})"
-            data = _load_model_data(name, job, progress)
-            model = data.loaded.model.to(device)
-            fp = evaluate_split(model, data.test, job.batch_size, device, progress, f"{name} FP",
-                                batches=data.test_batches)
-            model_info[name] = {"weights": data.loaded.weights, "fp": result_dict(fp),
-                                "metadata": data.loaded.load_info.get("metadata", {})}
-            if "fp" in recipes:
-                rows.append(_demo_row(name, QuantConfig.from_recipe("fp"), fp, 0, fp.seconds))
-            runs.update(1)
-            for seed in job.seeds:
-                calib_images = _calibration_images(name, data, job, seed, progress)
-                for recipe, setting, w, a in configs:
-                    progress.context = f"run {runs.done + 1} of {total} ({name} {recipe} {setting} seed {seed})"
-                    config = job.config(recipe, w, a, seed)
-                    rows.append(_recipe_run(name, model, config, data, calib_images, job, device, progress, fp))
-                    runs.update(1)
+    if _processes(job, models) > 1:
+        rows, model_info, described = _run_in_processes(job, models, progress, total)
+    else:
+        rows, model_info, described = [], {}, {}
+        with progress.stage("demo runs", total=total, unit="run") as runs:
+            for name in models:
+                model_rows, info, described = _run_model(name, job, configs, device, progress, runs, total)
+                rows += model_rows
+                model_info[name] = info
     progress.context = "writing the results"
-    results = _results(job, command, time.time() - start, device, model_info, recipes, settings, data, rows)
+    results = _results(job, command, time.time() - start, device, model_info, recipes, settings, described, rows)
     _write(results, out, progress)
     return DemoResult(results, out)
+
+
+def _processes(job: DemoJob, models: Sequence[str]) -> int:
+    """How many worker processes the demo uses (1: none, everything in this one)."""
+    wanted = job.processes if job.processes is not None else (os.cpu_count() or 1)
+    return max(1, min(wanted, len(models)))
+
+
+def _run_in_processes(job: DemoJob, models: list[str], progress: Progress, total: int
+                      ) -> tuple[list[dict], dict, dict]:
+    """Each model's runs in its own worker process (spawned: a fresh interpreter with
+    this process's environment, so the same pinned kernel paths and thread count); rows
+    in model order, as one process would give them."""
+    threads = torch.get_num_threads()
+    progress.message(f"running {', '.join(models)} in {_processes(job, models)} worker processes "
+                     f"({threads} thread{'s' if threads > 1 else ''} each)")
+    context = multiprocessing.get_context("spawn")
+    results: dict[str, tuple] = {}
+    with progress.stage("demo runs", total=total, unit="run") as runs, \
+            ProcessPoolExecutor(_processes(job, models), mp_context=context) as pool:
+        futures = {pool.submit(_model_in_worker, name, job, threads): name for name in models}
+        for future in as_completed(futures):
+            name = futures[future]
+            results[name] = future.result()
+            runs.update(len(results[name][0]))
+            for row in results[name][0]:
+                progress.message(f"{name:<14} {row['recipe']:<15} {row['setting']:<5} seed {row.get('seed')}  "
+                                 f"top-1 {row['top1']:6.2f}")
+    rows = [row for name in models for row in results[name][0]]
+    return rows, {name: results[name][1] for name in models}, results[models[-1]][2]
+
+
+def _model_in_worker(name: str, job: DemoJob, threads: int) -> tuple[list[dict], dict, dict]:
+    """A worker process's job: one model's runs, with the parent's thread count and, when
+    the environment is pinned, the in-process pins (`qmamba.portable`)."""
+    from qmamba import portable
+
+    torch.set_num_threads(threads)
+    models, recipes, settings = job.plan()
+    configs = [(r, s, w, a) for r in recipes if r != "fp" for s, w, a in settings if job.runs_setting(r, s)]
+    pins = portable.pinned_switches() if portable.environment_pinned() else contextlib.nullcontext()
+    progress = Progress(enabled=False)
+    with pins, progress.stage("runs", total=1 + len(configs) * len(job.seeds)) as runs:
+        return _run_model(name, job, configs, resolve_device(job.device), progress, runs, 0)
+
+
+def _run_model(name: str, job: DemoJob, configs: list, device: torch.device, progress: Progress, runs,
+               total: int) -> tuple[list[dict], dict, dict]:
+    """FP and every recipe x setting x seed of one model: (rows, its model info, the
+    descriptions of its evaluation and calibration data)."""
+    rows: list[dict] = []
+    with deterministic(job.seeds[0]):
+        progress.context = f"run {runs.done + 1} of {total} ({name})"
+        data = _load_model_data(name, job, progress)
+        model = data.loaded.model.to(device)
+        fp = evaluate_split(model, data.test, job.batch_size, device, progress, f"{name} FP",
+                            batches=data.test_batches)
+        info = {"weights": data.loaded.weights, "fp": result_dict(fp),
+                "metadata": data.loaded.load_info.get("metadata", {})}
+        if "fp" in job.recipes:
+            rows.append(_demo_row(name, QuantConfig.from_recipe("fp"), fp, 0, fp.seconds))
+        runs.update(1)
+        for seed in job.seeds:
+            calib_images = _calibration_images(name, data, job, seed, progress)
+            for recipe, setting, w, a in configs:
+                progress.context = f"run {runs.done + 1} of {total} ({name} {recipe} {setting} seed {seed})"
+                config = job.config(recipe, w, a, seed)
+                rows.append(_recipe_run(name, model, config, data, calib_images, job, device, progress, fp))
+                runs.update(1)
+    return rows, info, {"eval": data.test.describe(), "calib": data.calib.describe()}
 
 
 def _load_model_data(name: str, job: DemoJob, progress: Progress) -> _ModelData:
@@ -223,16 +287,17 @@ def _demo_row(model: str, config: QuantConfig, res: EvalResult, calib_images: in
 
 
 def _results(job: DemoJob, command: str | None, seconds: float, device: torch.device, model_info: dict,
-             recipes: list[str], settings: list[tuple[str, int, int]], data: _ModelData | None,
+             recipes: list[str], settings: list[tuple[str, int, int]], described: dict,
              rows: list[dict]) -> dict:
     """results.json; its `eval` and `calibration` describe the data of the last model."""
-    eval_desc = data.test.describe() if data is not None else {}
-    calib_desc = data.calib.describe() if data is not None else {}
+    eval_desc = described.get("eval", {})
+    calib_desc = described.get("calib", {})
     return {
         "command": command or "qmamba demo",
         "seconds": round(seconds, 1),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "processes": _processes(job, list(model_info)),
         "versions": versions(),
         "platform": platform_record(),
         "models": model_info,
