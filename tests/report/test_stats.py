@@ -124,3 +124,14 @@ def test_the_interval_is_ordered_bounded_and_judged_by_the_verdict(pair, seed):
     assert len(p.per_seed) == a.shape[0] == p.num_seeds and p.num_images == a.shape[1]
     if (a >= b).all():  # never worse on any image: never loses
         assert p.low >= 0 and p.verdict != "loses"
+
+
+def test_the_platform_sentence_names_cpu_isa_and_pins():
+    from qmamba.report.accuracy_tables import platform_note
+
+    platform = {"cpu": {"model": "Some CPU", "flags": {"avx2": True, "avx512f": True, "avx512_vnni": True}},
+                "torch_cpu_capability": "AVX2", "pinned": True, "threads": 1}
+    text = platform_note(platform)
+    assert "Some CPU (AVX-512 + VNNI)" in text and "capability AVX2" in text and "pinned" in text
+    assert "not pinned" in platform_note({**platform, "pinned": False})
+    assert platform_note(None) == ""

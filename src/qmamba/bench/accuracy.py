@@ -47,6 +47,7 @@ from qmamba.jobs.models import builtin_model_names
 from qmamba.jobs.outputs import check_out_dir
 from qmamba.jobs.reporting import versions
 from qmamba.models.registry import resolve_name
+from qmamba.portable import platform_record
 from qmamba.quant.config import QuantConfig, check_seed
 from qmamba.quant.recipes import get_recipe, list_recipes
 from qmamba.report.accuracy_tables import accuracy_markdown
@@ -168,6 +169,7 @@ def _report(job: AccuracyJob, command: str | None, runs: list[dict], claims: lis
                    "recipes": list(dict.fromkeys(r["recipe"] for r in runs if r["recipe"] != FLOAT))},
         "run_settings": settings.env(),
         "versions": versions(),
+        "platform": platform_record(),
         "seconds": round(seconds, 1),
         "compute_seconds": round(sum(r["seconds"] for r in runs), 1),
         "eval_part": runs[0].get("eval_part") if runs else None,

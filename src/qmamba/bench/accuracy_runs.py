@@ -30,6 +30,7 @@ from qmamba.jobs.calibration import calibrate, calibration_batches
 from qmamba.jobs.data import calibration_data, evaluation_data, materialize
 from qmamba.jobs.evaluation import evaluate_split
 from qmamba.jobs.models import load_model
+from qmamba.portable import environment_pinned
 from qmamba.quant.config import QuantConfig, parse_override
 from qmamba.report.claims import run_record
 from qmamba.report.progress import Progress
@@ -138,9 +139,14 @@ class RunSettings:
     device: torch.device
 
     def env(self) -> dict:
-        return {"eval_part": self.eval_part, "eval_limit": self.eval_limit,
-                "batch_size": self.batch_size, "device": str(self.device), "threads": torch.get_num_threads(),
-                "torch": torch.__version__}
+        """What every run's numbers also depend on; a run on this CPU's own kernel paths
+        (not pinned: `qmamba.portable`) is keyed apart from the portable runs."""
+        env = {"eval_part": self.eval_part, "eval_limit": self.eval_limit,
+               "batch_size": self.batch_size, "device": str(self.device), "threads": torch.get_num_threads(),
+               "torch": torch.__version__}
+        if not environment_pinned():
+            env["kernel_paths"] = "native"
+        return env
 
 
 def compute_runs(specs: Sequence[RunSpec], settings: RunSettings, cache: RunCache, progress: Progress) -> list[dict]:

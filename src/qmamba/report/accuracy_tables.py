@@ -42,6 +42,22 @@ def _model_section(report: Mapping, model: str) -> list[str]:
     return out
 
 
+def platform_note(platform: Mapping | None) -> str:
+    """One sentence: the CPU, PyTorch's CPU capability, whether the kernel paths were
+    pinned (qmamba.portable) and the threads; "" without a platform record."""
+    if not platform:
+        return ""
+    cpu = platform.get("cpu") or {}
+    flags = cpu.get("flags") or {}
+    isa = "AVX-512" if flags.get("avx512f") else "AVX2" if flags.get("avx2") else "no AVX2"
+    if flags.get("avx512_vnni"):
+        isa += " + VNNI"
+    paths = ("pinned to the portable AVX2 paths (qmamba.portable)" if platform.get("pinned")
+             else "this CPU's own (not pinned)")
+    return (f"Machine: {cpu.get('model') or 'unknown CPU'} ({isa}); PyTorch CPU capability "
+            f"{platform.get('torch_cpu_capability')}; kernel paths {paths}; {platform.get('threads')} thread(s).")
+
+
 def _tuning_note(part) -> str:
     """Whether defaults may have been chosen on these images (the tuning part is where
     they are chosen; the reporting part never is)."""
@@ -69,6 +85,8 @@ def accuracy_markdown(report: Mapping) -> str:
            f"with a {100 * boot['level']:.0f}% bootstrap interval ({boot['scheme']}; {boot['resamples']:,} "
            "resamples): **wins** when the interval lies above 0, **loses** when below, **ties** otherwise. "
            "Orderings are read from the verdicts, never from two cells of a table.", ""]
+    if report.get("platform"):
+        out += [platform_note(report["platform"]), ""]
     for model in dict.fromkeys(r["model"] for r in runs):
         out += _model_section(report, model)
     out.append(f"Command: `{report.get('command', '')}`; {len(runs)} runs, "
