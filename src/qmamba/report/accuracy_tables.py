@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from qmamba.report.seeds import mean_std_text
 from qmamba.report.tables import eval_note, fmt_acc, markdown_table
 
-__all__ = ["accuracy_markdown", "claims_table"]
+__all__ = ["accuracy_markdown", "claims_grid", "claims_table"]
 
 
 def _signed(x: float, digits: int = 2) -> str:
@@ -24,6 +24,33 @@ def claims_table(claims: Sequence[Mapping]) -> str:
                           rows, ["l", "l", "r", "r", "c", "r"])
 
 
+def float_state_recipes(recipes: Sequence[str]) -> set[str]:
+    """The recipes (or variants) whose config keeps the scan's A_bar, B_bar u or h in
+    float (`role_bits` None), marked † in the tables."""
+    from qmamba.bench.accuracy_runs import split_variant
+    from qmamba.quant.config import QuantConfig
+
+    out = set()
+    for name in recipes:
+        recipe, overrides = split_variant(name)
+        role_bits = QuantConfig.from_recipe(recipe, 4, 4).replace(**overrides).role_bits
+        if any(role_bits.get(r, 0) is None for r in ("ssm.A", "ssm.B", "ssm.h")):
+            out.add(name)
+    return out
+
+
+def claims_grid(claims: Sequence[Mapping]) -> str:
+    """The claims of one model as a grid: a row per claim, a column per setting, each
+    cell 'A − B [low, high] verdict' (the per-seed differences are in claims_table and
+    accuracy.json)."""
+    names = list(dict.fromkeys(c["claim"] for c in claims))
+    settings = list(dict.fromkeys(c["setting"] for c in claims))
+    cell = {(c["claim"], c["setting"]): (f"{_signed(c['difference'])} [{_signed(c['low'])}, "
+                                          f"{_signed(c['high'])}] **{c['verdict']}**") for c in claims}
+    rows = [[n, *(cell.get((n, s), "—") for s in settings)] for n in names]
+    return markdown_table(["claim (A vs B)", *settings], rows, ["l", *("r" for _ in settings)])
+
+
 def _model_section(report: Mapping, model: str) -> list[str]:
     runs = [r for r in report["runs"] if r["model"] == model]
     fp = next((r for r in runs if r["recipe"] == "fp"), None)
@@ -33,12 +60,20 @@ def _model_section(report: Mapping, model: str) -> list[str]:
     out = [f"## {model}", ""]
     if fp is not None:
         out += [f"Full precision (FP): top-1 {fmt_acc(fp['top1'])}, top-5 {fmt_acc(fp['top5'])}.", ""]
-    table = [[r, *(mean_std_text(cells[(r, s)], 2) if (r, s) in cells else "—" for s in settings)] for r in recipes]
+    floats = float_state_recipes(recipes)
+    table = [[r + (" †" if r in floats else ""),
+              *(mean_std_text(cells[(r, s)], 2) if (r, s) in cells else "—" for s in settings)] for r in recipes]
     out += [markdown_table(["recipe", *settings], table)]
+    if floats:
+        out += ["† keeps the scan's A_bar, B_bar u and h in floating point, as its paper's kernel does; "
+                "its `+base` row quantizes them like every other row.", ""]
     claims = [c for c in report["claims"] if c["model"] == model]
     if claims:
         by_claim = sorted(claims, key=lambda c: [x["claim"] for x in claims].index(c["claim"]))
-        out += ["Claims: A − B in top-1 points over the same seeds and images.", "", claims_table(by_claim)]
+        level = f"{100 * by_claim[0]['level']:.0f}%"
+        out += [f"Claims: A − B in top-1 points over the same seeds and images, its {level} interval "
+                "and verdict.", "", claims_grid(by_claim), "",
+                "Per seed:", "", claims_table(by_claim)]
     return out
 
 
