@@ -187,6 +187,8 @@ def _run_in_processes(job: DemoJob, models: list[str], progress: Progress, total
     this process's environment, so the same pinned kernel paths and thread count); rows
     in model order, as one process would give them."""
     threads = torch.get_num_threads()
+    for name in models:  # a model that cannot load fails here, before any worker starts
+        load_model(name)
     progress.message(f"running {', '.join(models)} in {_processes(job, models)} worker processes "
                      f"({threads} thread{'s' if threads > 1 else ''} each)")
     context = multiprocessing.get_context("spawn")
