@@ -28,6 +28,7 @@ from qmamba.determinism import deterministic
 from qmamba.errors import ConfigError
 from qmamba.jobs.calibration import calibrate, calibration_batches
 from qmamba.jobs.data import calibration_data, evaluation_data, materialize
+from qmamba.jobs.demo import DemoJob
 from qmamba.jobs.evaluation import evaluate_split
 from qmamba.jobs.models import load_model
 from qmamba.portable import environment_pinned
@@ -75,9 +76,8 @@ def run_config(spec: RunSpec, calib_size: int, search_samples: int | None) -> Qu
     if spec.recipe == FLOAT:
         return QuantConfig.from_recipe(FLOAT)
     recipe, overrides = split_variant(spec.recipe)
-    cfg = QuantConfig.from_recipe(recipe, spec.w_bits, spec.a_bits, calib_size=calib_size, seed=spec.seed)
-    if search_samples is not None and cfg.search.enabled:
-        cfg = cfg.replace(**{"search.samples": search_samples})
+    cfg = DemoJob(calib_size=calib_size, search_samples=search_samples).config(recipe, spec.w_bits, spec.a_bits,
+                                                                             spec.seed)
     return cfg.replace(**overrides) if overrides else cfg
 
 

@@ -141,18 +141,25 @@ class IntLinear(nn.Module):
         return out.movedim(-1, out_axis) if out_axis != codes.dim() - 1 else out
 
 
+def _per_tensor_conv_input(layer: nn.Module) -> ActCodes:
+    """The input codes of a conv layer, which needs one scale and zero point (a conv
+    mixes positions and channels); NotInteger otherwise."""
+    point = layer.input_quant
+    if point is None or point.quantizer is None:
+        raise NotInteger("the input is not quantized (left in float)")
+    act = ActCodes(point.quantizer, 1)
+    if act.scale.numel() != 1 or act.smooth is not None or act.channel_zero_point:
+        raise NotInteger("a conv needs one input scale and zero point (per tensor)")
+    return act
+
+
 class IntConv2d(nn.Module):
     """A QuantConv2d on codes: groups = 1 as a GEMM on the windows, depthwise as an exact
     integer conv. Per-tensor input scales only (a conv mixes positions)."""
 
     def __init__(self, layer: nn.Module):
         super().__init__()
-        point = layer.input_quant
-        if point is None or point.quantizer is None:
-            raise NotInteger("the input is not quantized (left in float)")
-        self.act = ActCodes(point.quantizer, 1)
-        if self.act.scale.numel() != 1 or self.act.smooth is not None or self.act.channel_zero_point:
-            raise NotInteger("a conv needs one input scale and zero point (per tensor)")
+        self.act = _per_tensor_conv_input(layer)
         if layer.dilation != (1, 1) or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
             raise NotInteger("dilated, non-zero-padded or 'same' convs stay float")
         codes, scale = weight_codes(layer.weight_quant, layer.weight)
@@ -208,12 +215,7 @@ class IntConv1dCausal(nn.Module):
 
     def __init__(self, layer: nn.Module):
         super().__init__()
-        point = layer.input_quant
-        if point is None or point.quantizer is None:
-            raise NotInteger("the input is not quantized (left in float)")
-        self.act = ActCodes(point.quantizer, 1)
-        if self.act.scale.numel() != 1 or self.act.smooth is not None or self.act.channel_zero_point:
-            raise NotInteger("a conv needs one input scale and zero point (per tensor)")
+        self.act = _per_tensor_conv_input(layer)
         k = layer.kernel_size[0]
         if not (layer.groups == layer.in_channels == layer.out_channels and layer.padding == (k - 1,)
                 and layer.stride == (1,) and layer.dilation == (1,)):

@@ -20,7 +20,7 @@ from qmamba.integer.scan_plan import NotInteger
 from qmamba.integer.vim import apply_c_point
 from qmamba.models.layers import at_least_float32
 from qmamba.models.ssm import selective_ssm
-from qmamba.models.vmamba_blocks import K_DIRECTIONS, cross_merge, cross_scan
+from qmamba.models.vmamba_blocks import K_DIRECTIONS, SS2D, cross_merge, cross_scan
 
 
 def _direction_linears(point, weight: torch.Tensor, act: ActCodes) -> nn.ModuleList:
@@ -94,12 +94,6 @@ class IntSS2D(nn.Module):
             ys = self.quant.y(y) + D.float()[None, :, None] * u_all.float()
         return cross_merge(ys.view(b, K, E, L), H, W)  # (B, E, H, W)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.has_z:  # v0: x (B, H, W, C)
-            x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, H, W, E) each
-            x = self.act(self.conv2d(x.permute(0, 3, 1, 2).contiguous()))  # (B, E, H, W)
-            y = self.forward_core(x).permute(0, 2, 3, 1)  # (B, H, W, E)
-            y = self.out_norm(y) * self.quant.z(self.act(z))  # (B, H, W, E)
-            return self.out_proj(y)  # (B, H, W, C)
-        x = self.act(self.conv2d(self.in_proj(x)))  # (B, E, H, W)
-        return self.out_proj(self.out_norm(self.forward_core(x)))  # (B, C, H, W)
+    # SS2D's own forward around this forward_core (projections, conv, norm, gate): the
+    # same attributes are taken over in __init__, so the two cannot drift apart
+    forward = SS2D.forward

@@ -95,6 +95,10 @@ class DemoJob:
         wanted = get_recipe(recipe).demo_settings
         return not self.recipe_settings or wanted is None or setting in wanted
 
+    def runs(self, recipes: list[str], settings: list[tuple[str, int, int]]) -> list[tuple[str, str, int, int]]:
+        """(recipe, setting, w, a) of every quantized run per model and seed, in order."""
+        return [(r, s, w, a) for r in recipes if r != "fp" for s, w, a in settings if self.runs_setting(r, s)]
+
     def plan(self) -> tuple[list[str], list[str], list[tuple[str, int, int]]]:
         """(models, recipes, [(setting, w, a)]) with every name and bit width checked."""
         recipes = []
@@ -158,7 +162,7 @@ def run_demo(job: DemoJob, out_dir: str | os.PathLike, progress: Progress | None
     models, recipes, settings = job.plan()
     device = resolve_device(job.device)
     out = check_out_dir(out_dir, DEMO_FILES)
-    configs = [(r, s, w, a) for r in recipes if r != "fp" for s, w, a in settings if job.runs_setting(r, s)]
+    configs = job.runs(recipes, settings)
     total = len(models) * (1 + len(configs) * len(job.seeds))
     if _processes(job, models) > 1:
         rows, model_info, described = _run_in_processes(job, models, progress, total)
@@ -189,12 +193,13 @@ def _run_in_processes(job: DemoJob, models: list[str], progress: Progress, total
     threads = torch.get_num_threads()
     for name in models:  # a model that cannot load fails here, before any worker starts
         load_model(name)
-    progress.message(f"running {', '.join(models)} in {_processes(job, models)} worker processes "
+    workers = _processes(job, models)
+    progress.message(f"running {', '.join(models)} in {workers} worker processes "
                      f"({threads} thread{'s' if threads > 1 else ''} each)")
     context = multiprocessing.get_context("spawn")
     results: dict[str, tuple] = {}
     with progress.stage("demo runs", total=total, unit="run") as runs, \
-            ProcessPoolExecutor(_processes(job, models), mp_context=context) as pool:
+            ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = {pool.submit(_model_in_worker, name, job, threads): name for name in models}
         for future in as_completed(futures):
             name = futures[future]
@@ -213,8 +218,7 @@ def _model_in_worker(name: str, job: DemoJob, threads: int) -> tuple[list[dict],
     from qmamba import portable
 
     torch.set_num_threads(threads)
-    models, recipes, settings = job.plan()
-    configs = [(r, s, w, a) for r in recipes if r != "fp" for s, w, a in settings if job.runs_setting(r, s)]
+    configs = job.runs(*job.plan()[1:])
     pins = portable.pinned_switches() if portable.environment_pinned() else contextlib.nullcontext()
     progress = Progress(enabled=False)
     with pins, progress.stage("runs", total=1 + len(configs) * len(job.seeds)) as runs:

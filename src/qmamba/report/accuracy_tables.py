@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from qmamba.report.seeds import mean_std_text
-from qmamba.report.tables import eval_note, fmt_acc, markdown_table
+from qmamba.report.tables import eval_note, fmt_acc, markdown_table, scan_state_in_float
 
 __all__ = ["accuracy_markdown", "claims_grid", "claims_table"]
 
@@ -30,13 +30,11 @@ def float_state_recipes(recipes: Sequence[str]) -> set[str]:
     from qmamba.bench.accuracy_runs import split_variant
     from qmamba.quant.config import QuantConfig
 
-    out = set()
-    for name in recipes:
+    def role_bits(name: str) -> Mapping:
         recipe, overrides = split_variant(name)
-        role_bits = QuantConfig.from_recipe(recipe, 4, 4).replace(**overrides).role_bits
-        if any(role_bits.get(r, 0) is None for r in ("ssm.A", "ssm.B", "ssm.h")):
-            out.add(name)
-    return out
+        return QuantConfig.from_recipe(recipe, 4, 4).replace(**overrides).role_bits
+
+    return {name for name in recipes if scan_state_in_float(role_bits(name))}
 
 
 def claims_grid(claims: Sequence[Mapping]) -> str:

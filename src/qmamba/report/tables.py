@@ -99,14 +99,15 @@ def _data_note(results: Mapping, recipes: Sequence[str]) -> str:
     )
 
 
+def scan_state_in_float(role_bits: Mapping) -> bool:
+    """Whether a config's `role_bits` leave the scan's in-loop points (A_bar, B_bar u, h)
+    in float (None): the rows marked † in the tables."""
+    return any(role_bits.get(r, 0) is None for r in ("ssm.A", "ssm.B", "ssm.h"))
+
+
 def _float_scan_state(rows: Sequence[Mapping]) -> set[str]:
     """Recipes whose config leaves the scan's in-loop points in float (role_bits None)."""
-    out = set()
-    for row in rows:
-        role_bits = (row.get("config") or {}).get("role_bits") or {}
-        if any(role_bits.get(r, 0) is None for r in ("ssm.A", "ssm.B", "ssm.h")):
-            out.add(row["recipe"])
-    return out
+    return {row["recipe"] for row in rows if scan_state_in_float((row.get("config") or {}).get("role_bits") or {})}
 
 
 def _stderr_points(n: int, p: float = 0.85) -> float:
