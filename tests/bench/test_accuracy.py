@@ -49,6 +49,9 @@ def test_runs_rows_and_claims(tiny_run):
     assert claim["low"] <= claim["high"] and claim["verdict"] in ("wins", "ties", "loses")
     md = (out / "accuracy.md").read_text()
     assert "minmax vs percentile" in md and f"**{claim['verdict']}**" in md and " ± " in md
+    calib = np.mean([r["calib_seconds"] for r in runs if r["recipe"] == "minmax"])
+    assert rows[("minmax", "W4A4")]["calib_seconds_mean"] == pytest.approx(calib)
+    assert "Calibration seconds" in md and f"| minmax | {calib:.1f} |" in md
     assert json.loads((out / "accuracy.json").read_text())["claims"] == report["claims"]
     assert len((out / CACHE_FILE).read_text().splitlines()) == 5
 

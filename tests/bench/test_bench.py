@@ -51,6 +51,20 @@ def test_forward_backends(capsys):
     assert "reference_ms_per_image" not in report
 
 
+def test_calibration_times_each_recipe_in_turns_with_ratios_against_the_first(tmp_path, capsys):
+    out = tmp_path / "cal.json"
+    assert main(["calibration", "--model", "vim_fmnist", "--calib", "4", "--batch", "2", "--threads", "1",
+                 "--repeats", "2", "--search-samples", "2", "--recipes", "minmax",
+                 "qmamba[search.candidates=[1.0,0.7]]", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report == json.loads(capsys.readouterr().out)
+    assert [len(report["seconds"][r]) for r in ("minmax", "qmamba[search.candidates=[1.0,0.7]]")] == [2, 2]
+    assert report["qmamba[search.candidates=[1.0,0.7]]_over_minmax"] > 0
+    cfg = report["config"]["configs"]["qmamba[search.candidates=[1.0,0.7]]"]
+    assert cfg["search"]["candidates"] == [1.0, 0.7] and cfg["search"]["samples"] == 2 and cfg["calib_size"] == 4
+    assert report["platform"]["threads"] == 1
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 @pytest.mark.parametrize("command", ["scan", "forward"])
 def test_cuda_without_a_gpu_and_bad_backend(command):

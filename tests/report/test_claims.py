@@ -43,6 +43,16 @@ def test_standard_claims_follow_the_recipes_given():
     assert (tgq.a, tgq.b) == ("qmamba", "qmamba_no_tgq")
 
 
+def test_another_method_is_judged_against_qmamba_fp_and_its_own_ablation_rows():
+    names = [c.name for c in standard_claims(["fp", "minmax", "qmamba", "qmamba_plus", "qmamba_plus_no_rot"])]
+    assert names == ["qmamba vs fp", "qmamba vs minmax", "qmamba_plus vs qmamba", "qmamba_plus vs fp",
+                     "qmamba_plus: with the rotations"]
+    rot = next(c for c in standard_claims(["qmamba_plus", "qmamba_plus_no_rot"]) if "rotations" in c.name)
+    assert (rot.a, rot.b) == ("qmamba_plus", "qmamba_plus_no_rot")
+    # an ablation row without its full recipe is judged against nothing
+    assert standard_claims(["minmax", "qmamba_plus_no_rot"]) == []
+
+
 def test_run_record_from_an_evaluation():
     hits1 = torch.tensor([True, False, True, True, False])
     hits5 = torch.tensor([True, True, True, True, False])

@@ -20,6 +20,7 @@ COMMANDS = {
     "accuracy": "every built-in model x recipe x setting x seed on the reporting part: mean ± sd, claims",
     "int": "integer backend: float vs integer forward, speedups, weight memory (module qmamba.bench.int)",
     "int_accuracy": "integer backend: top-1 of integer vs simulated models on the built-in test images",
+    "calibration": "calibration seconds of recipes on one model, in one run, and their ratios",
 }
 
 

@@ -65,6 +65,13 @@ def _model_section(report: Mapping, model: str) -> list[str]:
     if floats:
         out += ["† keeps the scan's A_bar, B_bar u and h in floating point, as its paper's kernel does; "
                 "its `+base` row quantizes them like every other row.", ""]
+    timed = [r for r in recipes if all(cells.get((r, s), {}).get("calib_seconds_mean") is not None for s in settings)]
+    if timed:
+        out += ["Calibration seconds, mean over the seeds as each run timed itself (wall clock; noisy when "
+                "runs share the machine: `python -m qmamba.bench calibration` times recipes in turns):",
+                "", markdown_table(["recipe", *settings],
+                                   [[r, *(f"{cells[(r, s)]['calib_seconds_mean']:.1f}" for s in settings)]
+                                    for r in timed]), ""]
     claims = [c for c in report["claims"] if c["model"] == model]
     if claims:
         by_claim = sorted(claims, key=lambda c: [x["claim"] for x in claims].index(c["claim"]))

@@ -53,8 +53,38 @@ def standard_claims(recipes: Iterable[str]) -> list[Claim]:
     vs fp' when the float model is among them), then the ablations whose two recipes are
     both in `recipes`."""
     names = list(dict.fromkeys(recipes))
-    claims = [Claim(f"{METHOD} vs {r}", METHOD, r) for r in names if r != METHOD] if METHOD in names else []
+    others = [r for r in names if r != METHOD and not _extension(r)]
+    claims = [Claim(f"{METHOD} vs {r}", METHOD, r) for r in others] if METHOD in names else []
     claims += [c for c in ABLATIONS if c.a in names and c.b in names]
+    return claims + _extension_claims(names)
+
+
+def _extension(name: str) -> bool:
+    """Whether `name` is another registered method than `qmamba` or one's ablation row
+    (judged by `_extension_claims`, not against `qmamba` one by one)."""
+    from qmamba.quant.recipes import get_recipe, list_recipes
+
+    if name not in list_recipes() or name == METHOD:
+        return False
+    recipe = get_recipe(name)
+    return recipe.group == "method" or recipe.ablates is not None
+
+
+def _extension_claims(names: list[str]) -> list[Claim]:
+    """For every other registered method among `names` (e.g. `qmamba_plus`): it against
+    `qmamba` and the float model, then each registered ablation row of it ('qmamba_plus:
+    with the rotations': the full recipe against the row that leaves them out)."""
+    from qmamba.quant.recipes import get_recipe, list_recipes
+
+    registered = set(list_recipes())
+    methods = [r for r in names if r in registered and r != METHOD and get_recipe(r).group == "method"]
+    claims = []
+    for m in methods:
+        claims += [Claim(f"{m} vs {other}", m, other) for other in (METHOD, FLOAT) if other in names]
+        for r in names:
+            ablates = get_recipe(r).ablates if r in registered else None
+            if ablates is not None and ablates[0] == m:
+                claims.append(Claim(f"{m}: with {ablates[1]}", m, r))
     return claims
 
 

@@ -33,7 +33,7 @@ _PALETTES = {
 _SPARE_COLOURS = ("#8c6d31", "#843c39", "#7b4173", "#31a354", "#756bb1", "#636363", "#6baed6",
                   "#74c476", "#9e9ac8", "#fd8d3c")
 _MARKERS = ("o", "s", "D", "v", "^", "P", "X", "*", "h", "p", "<", ">", "d", "8", "H", "1", "2", "3",
-            "4", "+", "x")
+            "4", "+", "x", (5, 1, 0), (6, 1, 0), (7, 1, 0), (8, 2, 0))  # the tuples: matplotlib's stars / asterisks
 
 
 def registry_groups() -> dict[str, str]:
@@ -46,7 +46,7 @@ class RecipeStyle:
     recipe: str
     group: str
     colour: str
-    marker: str
+    marker: str | tuple  # a matplotlib marker: a code or (sides, style, angle)
     linestyle: str
     linewidth: float
     markersize: float

@@ -9,7 +9,8 @@ from collections.abc import Iterable, Mapping
 def summarize_rows(rows: Iterable[Mapping]) -> list[dict]:
     """One entry per (model, recipe, setting), in first-seen order: the seeds, the top-1
     per seed, its mean and (sample) standard deviation (None for one seed), and top-5's
-    mean. Rows without a `seed` (the float model) count as one seed."""
+    mean, and the mean calibration seconds (None unless every run has `calib_seconds`).
+    Rows without a `seed` (the float model) count as one seed."""
     cells: dict[tuple, list[Mapping]] = {}
     for row in rows:
         cells.setdefault((row["model"], row["recipe"], row["setting"]), []).append(row)
@@ -24,6 +25,8 @@ def summarize_rows(rows: Iterable[Mapping]) -> list[dict]:
             "top1_mean": statistics.fmean(top1),
             "top1_std": statistics.stdev(top1) if len(top1) > 1 else None,
             "top5_mean": statistics.fmean(top5) if len(top5) == len(group) else None,
+            "calib_seconds_mean": (statistics.fmean(float(r["calib_seconds"]) for r in group)
+                                   if all(r.get("calib_seconds") is not None for r in group) else None),
         })
     return out
 

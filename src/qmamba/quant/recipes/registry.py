@@ -55,6 +55,9 @@ class Recipe:
     adapt: Callable[[QuantConfig, nn.Module], QuantConfig] | None = None  # family-specific changes
     # the bit settings the demo runs it at by default (None: every setting)
     demo_settings: tuple[str, ...] | None = None
+    # an ablation row: (the full recipe, the addition this recipe leaves out); the
+    # accuracy benchmark then judges "<addition> helps in <full recipe>"
+    ablates: tuple[str, str] | None = None
 
     @property
     def quantizes(self) -> bool:
@@ -69,8 +72,9 @@ _RECIPES: dict[str, Recipe] = {}
 _loaded = False
 
 
-def register_recipe(name: str, *, group: str, summary: str, adapt=None, demo_settings=None):
-    """Decorator: register the config function it decorates as recipe `name`."""
+def register_recipe(name: str, *, group: str, summary: str, adapt=None, demo_settings=None, ablates=None):
+    """Decorator: register the config function it decorates as recipe `name`
+    (`ablates`: (full recipe, what this one leaves out) for an ablation row)."""
     if group not in GROUPS:
         raise ValueError(f"recipe {name!r}: unknown group {group!r} (one of {GROUPS})")
 
@@ -78,7 +82,8 @@ def register_recipe(name: str, *, group: str, summary: str, adapt=None, demo_set
         if name in _RECIPES:
             raise ValueError(f"recipe {name!r} registered twice")
         settings = tuple(demo_settings) if demo_settings is not None else None
-        _RECIPES[name] = Recipe(name, fn, group, summary, adapt, settings)
+        _RECIPES[name] = Recipe(name, fn, group, summary, adapt, settings,
+                                tuple(ablates) if ablates is not None else None)
         return fn
 
     return deco
