@@ -18,8 +18,8 @@ from qmamba.quant.recipes import get_recipe, list_recipes
 
 def _registered_settings() -> str:
     """'ptq4vit: W8A8 W4A8 W4A4, ...' for the recipes registered with demo settings."""
-    parts = [f"{name}: {' '.join(get_recipe(name).demo_settings)}" for name in list_recipes()
-             if get_recipe(name).demo_settings is not None]
+    parts = [f"{name}: {' '.join(get_recipe(name).demo_settings) or 'none (not in the demo)'}"
+             for name in list_recipes() if get_recipe(name).demo_settings is not None]
     return "; ".join(parts) or "none"
 
 
