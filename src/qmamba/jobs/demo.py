@@ -65,8 +65,8 @@ DEMO_FILES = ("results.json", "results.md", "accuracy_vs_bits.png")
 
 def demo_recipes() -> list[str]:
     """Every registered recipe but those registered with no demo setting (`demo_settings=()`:
-    the ablation rows of `qmamba_plus`, whose block tuning would take the demo past 10
-    minutes; the accuracy benchmark runs them)."""
+    `qmamba_plus` and its ablation rows, whose block tuning would take the demo past 10
+    minutes; `make accuracy-plus` runs them)."""
     return [r for r in list_recipes() if get_recipe(r).demo_settings != ()]
 
 

@@ -51,39 +51,9 @@ def test_ablation_rows_are_in_the_ablation_group_with_demo_settings(row):
     assert recipe.group == "ablation" and recipe.demo_settings == ()  # not in the demo
 
 
-def test_the_demo_runs_qmamba_plus_at_w4a4_and_leaves_its_ablation_rows_out():
+def test_the_demo_leaves_qmamba_plus_and_its_ablation_rows_out():
     from qmamba.jobs.demo import DemoJob
 
     job = DemoJob()
-    assert PLUS in job.recipes and not set(_ablation_rows()) & set(job.recipes)
-    assert [s for s in ("W8A8", "W4A4") if job.runs_setting(PLUS, s)] == ["W4A4"]
-
-
-MODELS = [("vim_model", 28), ("vmamba_model", 32)]
-
-
-@pytest.mark.parametrize("model_name,size", MODELS)
-def test_qmamba_plus_quantizes_reloads_bit_identically_and_runs_on_integers(tmp_path, request, model_name, size):
-    import torch
-    from quant_helpers import image_loader
-
-    from qmamba.integer import to_integer
-    from qmamba.quant.engine import quantize
-    from qmamba.quant.serialize import load_quantized, save_quantized
-
-    model = request.getfixturevalue(model_name)
-    cfg = QuantConfig.from_recipe(PLUS, 4, 4, calib_size=8).replace(**{"tune.steps": 3, "search.samples": 4})
-    q = quantize(model, cfg, image_loader(8, size))
-    info = q.qmamba_info
-    assert info["rotations"] and info["calibration_seconds"] > 0
-    x = image_loader(8, size, seed=4)[0][0]
-    with torch.no_grad():
-        ref, out = model(x), q(x)
-    rel = float((out - ref).pow(2).mean() / ref.pow(2).mean())
-    assert 1e-6 < rel < 1.0  # quantized, not broken
-    save_quantized(q, tmp_path / "m")
-    reloaded = load_quantized(tmp_path / "m")
-    with torch.no_grad():
-        assert torch.equal(reloaded(x), out)
-        integer = to_integer(load_quantized(tmp_path / "m"))
-        assert torch.allclose(integer(x), out, atol=0.05 * float(out.abs().max()))
+    assert not {PLUS, *_ablation_rows()} & set(job.recipes)
+    assert "qmamba" in job.recipes and "mambaquant+base" in job.recipes
