@@ -60,6 +60,8 @@ def test_calibration_times_each_recipe_in_turns_with_ratios_against_the_first(tm
     assert report == json.loads(capsys.readouterr().out)
     assert [len(report["seconds"][r]) for r in ("minmax", "qmamba[search.candidates=[1.0,0.7]]")] == [2, 2]
     assert report["qmamba[search.candidates=[1.0,0.7]]_over_minmax"] > 0
+    assert report["qmamba[search.candidates=[1.0,0.7]]_cpu_over_minmax"] > 0
+    assert [len(v) for v in report["cpu_seconds"].values()] == [2, 2]
     cfg = report["config"]["configs"]["qmamba[search.candidates=[1.0,0.7]]"]
     assert cfg["search"]["candidates"] == [1.0, 0.7] and cfg["search"]["samples"] == 2 and cfg["calib_size"] == 4
     assert report["platform"]["threads"] == 1

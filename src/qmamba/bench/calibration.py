@@ -7,8 +7,10 @@ Each recipe (a name or a variant RECIPE[KEY=VALUE;...], as `bench accuracy` take
 calibrates the same model on the same `--calib` images (seeded random images at the
 model's input size, batches of `--batch`: a timing run, not an accuracy run); the recipes
 take turns in `--repeats` rounds so that they see the same machine load. The JSON has the
-seconds of every round per recipe, the median, and `<recipe>_over_<first recipe>`: the
-median of the per-round ratios against the first recipe.
+wall-clock and the CPU seconds (`time.process_time`: the process's own, all its threads;
+at one thread, steadier than the wall clock on a shared machine) of every round per
+recipe, their medians, and `<recipe>_over_<first recipe>` / `<recipe>_cpu_over_<first
+recipe>`: the median of the per-round ratios against the first recipe.
 """
 from __future__ import annotations
 
@@ -71,20 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     model = qmamba.create_model(args.model).eval()
     images = calibration_images(model, args.calib, args.batch)
     seconds: dict[str, list[float]] = {name: [] for name in args.recipes}
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in args.recipes}
     for _ in range(args.repeats):
         for name, cfg in configs.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             quantize(model, cfg, [(x, None) for x in images])
             seconds[name].append(time.perf_counter() - t0)
+            cpu_seconds[name].append(time.process_time() - c0)
     first = args.recipes[0]
     result = {"config": {**vars(args), "bits": list(args.bits), "torch": torch.__version__,
                          "configs": {name: cfg.to_dict() for name, cfg in configs.items()}},
-              "seconds": seconds}
+              "seconds": seconds, "cpu_seconds": cpu_seconds}
     for name in args.recipes:
         result[f"{name}_median_seconds"] = statistics.median(seconds[name])
+        result[f"{name}_median_cpu_seconds"] = statistics.median(cpu_seconds[name])
         if name != first:
             result[f"{name}_over_{first}"] = statistics.median(
                 s / f for s, f in zip(seconds[name], seconds[first], strict=True))
+            result[f"{name}_cpu_over_{first}"] = statistics.median(
+                s / f for s, f in zip(cpu_seconds[name], cpu_seconds[first], strict=True))
     result["platform"] = platform_record()
     write_report(result, args.out)
     return 0
