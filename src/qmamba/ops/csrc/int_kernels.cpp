@@ -556,17 +556,26 @@ struct ChannelTables {
   std::vector<int32_t> t2;      // (kRows, l, n) B terms
   std::vector<int32_t> h;       // (kRows, n)
   std::vector<float> prod;      // (P) products for y
+  // the SIMD rows (int_scan_simd.h)
+  std::vector<float> du_blk, y_blk;  // (block, nb, l) delta_hat u and y of a block of channels
+  std::vector<int32_t> off_blk;      // (block, nb, l) offset of the step's delta code in `at`
+  std::vector<uint8_t> used_blk;     // (block, J) delta codes used by each channel
+  const float* du_c = nullptr;       // this channel's (nb, l) in the buffers
+  const int32_t* off_c = nullptr;
+  float* y_c = nullptr;
+  std::vector<int32_t> atc, ar;      // (J, n) log1m: min(at, 31) and 2^(that - 1)
 };
 
 constexpr int64_t kRows = 4;
 
-// The A term of every delta code used by rows b0 .. b0 + nr - 1 of channel c (a_code_table)
+// The A term of every delta code used by rows b0 .. b0 + nr - 1 of channel c (a_code_table);
+// nr < 0: of the codes already marked in T.used
 QI_INLINE void fill_a_table(const ScanArgs& a, int64_t c, int64_t b0, int64_t nr, ChannelTables& T) {
   const int64_t n = a.n, J = a.J;
   const float* sA = a.a.scale + c * n;
   const float* zA = a.a.zp + c * n;
   const float* Ac = a.A + c * n;
-  std::fill(T.used.begin(), T.used.end(), 0);
+  if (nr >= 0) std::fill(T.used.begin(), T.used.end(), 0);  // nr < 0: `used` is filled
   for (int64_t r = 0; r < nr; ++r) {
     const int8_t* di = a.didx + (b0 + r) * a.sd[0] + c * a.sd[1];
     for (int64_t t = 0; t < a.l; ++t) T.used[di[t * a.sd[2]] + a.doff] = 1;
