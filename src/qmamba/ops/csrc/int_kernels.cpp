@@ -568,14 +568,13 @@ struct ChannelTables {
 
 constexpr int64_t kRows = 4;
 
-// The A term of every delta code used by rows b0 .. b0 + nr - 1 of channel c (a_code_table);
-// nr < 0: of the codes already marked in T.used
+// The A term of every delta code used by rows b0 .. b0 + nr - 1 of channel c (a_code_table)
 QI_INLINE void fill_a_table(const ScanArgs& a, int64_t c, int64_t b0, int64_t nr, ChannelTables& T) {
   const int64_t n = a.n, J = a.J;
   const float* sA = a.a.scale + c * n;
   const float* zA = a.a.zp + c * n;
   const float* Ac = a.A + c * n;
-  if (nr >= 0) std::fill(T.used.begin(), T.used.end(), 0);  // nr < 0: `used` is filled
+  std::fill(T.used.begin(), T.used.end(), 0);
   for (int64_t r = 0; r < nr; ++r) {
     const int8_t* di = a.didx + (b0 + r) * a.sd[0] + c * a.sd[1];
     for (int64_t t = 0; t < a.l; ++t) T.used[di[t * a.sd[2]] + a.doff] = 1;

@@ -407,6 +407,87 @@ QI_INLINE void rows_b(const ScanArgs& a, ChannelTables& T, int64_t c) {
   }
 }
 
+QI_INLINE S::F vneg(S::F x) { return S::asf(S::bxor(S::asi(x), S::seti(static_cast<int32_t>(0x80000000u)))); }
+
+QI_INLINE S::F vexp(S::F x) {
+  const S::F lo = S::setf(-87.0f), hi = S::setf(88.0f);
+  S::F xc = S::self(S::flt(x, lo), lo, x);
+  xc = S::self(S::flt(hi, xc), hi, xc);
+  const S::F k = S::fround(S::fmul(xc, S::setf(kLog2e)));
+  const S::F r = S::fsub(S::fsub(xc, S::fmul(k, S::setf(kLn2Hi))), S::fmul(k, S::setf(kLn2Lo)));
+  S::F p = S::setf(kExpPoly[0]);
+  for (int i = 1; i < 7; ++i) p = S::fadd(S::fmul(p, r), S::setf(kExpPoly[i]));
+  const S::I ki = S::cvt(k);
+  const S::I k1 = S::sra(ki, 1);  // floor(k / 2)
+  const S::I b127 = S::seti(127);
+  const S::F out = S::fmul(S::fmul(p, S::asf(S::sll(S::add(k1, b127), 23))),
+                           S::asf(S::sll(S::add(S::sub(ki, k1), b127), 23)));
+  return S::self(S::flt(x, lo), S::setf(0.0f), out);
+}
+
+
+// fill_a_table on W states at a time for the codes marked in T.used: exp by vexp (exp_f32's
+// operations), log1m counts from the float's bits where the grid has a base-2 form (else,
+// and for r below 2^-100, log_count per lane); also the SIMD rows' min(at, 31) and 2^(that - 1).
+QI_INLINE void fill_a_simd(const ScanArgs& a, int64_t c, ChannelTables& T) {
+  const int64_t n = a.n, J = a.J;
+  const float* sA = a.a.scale + c * n;
+  const float* zA = a.a.zp + c * n;
+  const float* Ac = a.A + c * n;
+  const double two_f2 = std::ldexp(1.0, a.F2);
+  const int32_t NA = a.a.qmax - a.a.qmin, shift = a.F2 - a.F;
+  alignas(64) float abar[W];
+  alignas(64) int32_t cnt[W];
+  const S::F onef = S::setf(1.0f), zerof = S::setf(0.0f);
+  const S::I top = S::seti(127 - a.a.qmin), smant = S::seti(a.a.s_mant - 1), mant = S::seti(0x7fffff);
+  const S::I zero = S::seti(0), one = S::seti(1), nav = S::seti(NA), tinyb = S::seti(0x0d800000);
+  const S::I base = S::seti(a.a.qmin + shift), c62 = S::seti(62), c31 = S::seti(31);
+  for (int64_t j = 0; j < J; ++j) {
+    if (!T.used[j]) continue;
+    const S::F dv = S::setf(a.dv0[j]);
+    for (int64_t k0 = 0; k0 < n; k0 += W) {
+      const S::F e = vexp(S::fmul(dv, S::loadf(Ac + k0)));
+      if (a.a.kind == 2) {  // log1m
+        S::F dist = S::fsub(onef, e);
+        dist = S::self(S::flt(dist, zerof), zerof, dist);
+        const S::F r = S::fdiv(dist, S::loadf(sA + k0));
+        const S::I bits = S::asi(r);
+        S::I m;
+        const S::M tiny = S::mand(S::lt(bits, tinyb), S::lt(zero, bits));
+        if (a.a.pow2 && !S::many(tiny)) {
+          m = S::sub(top, S::sra(bits, 23));
+          m = S::sel(S::lt(smant, S::band(bits, mant)), S::sub(m, one), m);
+          m = S::imin(S::imax(m, zero), nav);
+          m = S::sel(S::eq(bits, zero), nav, m);
+        } else {
+          S::storef(abar, r);
+          for (int i = 0; i < W; ++i) {
+            cnt[i] = a.a.pow2 && (abar[i] >= kTiny || abar[i] == 0.0f) ? pow2_count(a.a, abar[i])
+                                                                        : log_count(abar[i], a.a.thr, NA);
+          }
+          m = S::loadi(cnt);
+        }
+        const S::I v = S::add(base, m);
+        const S::I sh = S::imin(v, c31);
+        S::storei(T.at.data() + j * n + k0, S::imin(v, c62));
+        S::storei(T.atc.data() + j * n + k0, sh);
+        S::storei(T.ar.data() + j * n + k0, S::sllv(one, S::sub(sh, one)));
+      } else {  // uniform: Afix = round(A_hat 2^F2) (in double, as fill_a_table)
+        S::storef(abar, e);
+        int32_t* out = T.at.data() + j * n + k0;
+        for (int i = 0; i < W; ++i) {
+          const int64_t k = k0 + i;
+          float q = std::nearbyint(abar[i] / sA[k]) + zA[k];
+          q = q < a.a.qmin ? static_cast<float>(a.a.qmin) : q;
+          q = q > a.a.qmax ? static_cast<float>(a.a.qmax) : q;
+          out[i] = static_cast<int32_t>(
+              std::nearbyint((static_cast<double>(q - zA[k]) * static_cast<double>(sA[k])) * two_f2));
+        }
+      }
+    }
+  }
+}
+
 constexpr int64_t kBlock = 16;  // channels per block: their u / delta codes / y lines read once
 
 // The pre-pass of channels c0 .. c0 + cb - 1: du = delta_hat u and the A-table offset of every
@@ -468,16 +549,8 @@ void tasks(const ScanArgs& a, int64_t begin, int64_t end) {
       T.y_c = T.y_blk.data() + j * per;
       std::copy(T.used_blk.begin() + j * a.J, T.used_blk.begin() + (j + 1) * a.J, T.used.begin());
       fill_channel(a, c, T);
-      fill_a_table(a, c, 0, -1, T);  // the codes marked by gather_block
+      fill_a_simd(a, c, T);  // the codes marked by gather_block
       if (a.a.kind == 2) {
-        for (int64_t q = 0; q < a.J; ++q) {
-          if (!T.used[q]) continue;
-          for (int64_t k = 0; k < a.n; ++k) {
-            const int32_t sh = std::min<int32_t>(T.at[q * a.n + k], 31);
-            T.atc[q * a.n + k] = sh;
-            T.ar[q * a.n + k] = int32_t(1) << (sh - 1);
-          }
-        }
         if (kB == 1) rows_b<true, 1>(a, T, c);
         else if (kB == 2) rows_b<true, 2>(a, T, c);
         else rows_b<true, 0>(a, T, c);
@@ -494,24 +567,6 @@ void tasks(const ScanArgs& a, int64_t begin, int64_t end) {
 // ---- the fused Vim-mixer kernels (int_kernels.cpp, "fused Vim mixer") on W channels at a
 // time: the same float32 operations as the scalar code (exp_f32, silu_f32, softplus_f32,
 // quant_value), the remainder of a row by the scalar code itself.
-
-QI_INLINE S::F vneg(S::F x) { return S::asf(S::bxor(S::asi(x), S::seti(static_cast<int32_t>(0x80000000u)))); }
-
-QI_INLINE S::F vexp(S::F x) {
-  const S::F lo = S::setf(-87.0f), hi = S::setf(88.0f);
-  S::F xc = S::self(S::flt(x, lo), lo, x);
-  xc = S::self(S::flt(hi, xc), hi, xc);
-  const S::F k = S::fround(S::fmul(xc, S::setf(kLog2e)));
-  const S::F r = S::fsub(S::fsub(xc, S::fmul(k, S::setf(kLn2Hi))), S::fmul(k, S::setf(kLn2Lo)));
-  S::F p = S::setf(kExpPoly[0]);
-  for (int i = 1; i < 7; ++i) p = S::fadd(S::fmul(p, r), S::setf(kExpPoly[i]));
-  const S::I ki = S::cvt(k);
-  const S::I k1 = S::sra(ki, 1);  // floor(k / 2)
-  const S::I b127 = S::seti(127);
-  const S::F out = S::fmul(S::fmul(p, S::asf(S::sll(S::add(k1, b127), 23))),
-                           S::asf(S::sll(S::add(S::sub(ki, k1), b127), 23)));
-  return S::self(S::flt(x, lo), S::setf(0.0f), out);
-}
 
 QI_INLINE S::F vsilu(S::F x) { return S::fdiv(x, S::fadd(S::setf(1.0f), vexp(vneg(x)))); }
 
