@@ -148,21 +148,13 @@ struct S {
 constexpr int W = QI_W;
 
 // The NC registers of a row reduced in the reference's order: chunk i + NC/2 onto chunk i
-// (v[k] + v[k + n/2]) until one register is left, then its lanes.
+// (v[k] + v[k + n/2]) until one register is left (then tree() / tree4() sum its lanes).
 template <int NC>
 QI_INLINE S::F tree_chunk_reg(S::F* v) {
   for (int w = NC / 2; w >= 1; w /= 2) {
     for (int i = 0; i < w; ++i) v[i] = S::fadd(v[i], v[i + w]);
   }
   return v[0];
-}
-
-template <int NC>
-QI_INLINE float tree_chunks(S::F* v) {
-  for (int w = NC / 2; w >= 1; w /= 2) {
-    for (int i = 0; i < w; ++i) v[i] = S::fadd(v[i], v[i + w]);
-  }
-  return S::tree(v[0]);
 }
 
 // ---- the scan's rows. Per channel: a pre-pass gathers each row's delta_hat u and A-table
@@ -322,9 +314,7 @@ QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
           h[r][ch] = boundary_simd<kLog1m>(a, T, h[r][ch], T.at.data() + off[r][t], tb, g, ch * W);
         }
       }
-      gprev = g;
-      if (false)
-#endif
+#else  // AVX2: step_boundary's scalar loop
       for (int r = 0; r < R; ++r) {
         alignas(64) int32_t hb[NC * W];
         alignas(64) int32_t tb[NC * W];
@@ -341,6 +331,7 @@ QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_
         step_boundary(a, hb, T.at.data() + off[r][t], T, t2p, g);
         for (int ch = 0; ch < NC; ++ch) h[r][ch] = S::loadi(hb + ch * W);
       }
+#endif
     } else {
 #pragma GCC unroll 4
       for (int ch = 0; ch < NC; ++ch) {
