@@ -47,6 +47,25 @@ def test_kernel_equals_reference_on_every_path(a_kind, b_kind, bits, n, isa):
             assert torch.equal(scan(u, didx, case.A, B, C, reverse=reverse), ref), (level, reverse)
 
 
+@pytest.mark.parametrize("a_kind,b_kind", KINDS)
+def test_kernel_blocks_of_channels_and_rows(a_kind, b_kind, isa):
+    """More rows than one register group (8) and channels over several blocks of 16, with a
+    partial block; channels-last u and y as the fused mixer passes them."""
+    case = scan_case(a_kind, b_kind, 8, b=11, d=37, l=23, n=16, seed=3)
+    scan, didx = _scan(case, 16)
+    u = case.u.transpose(1, 2).contiguous().transpose(1, 2)  # (b, d, l) over (b, l, d)
+    di = didx.transpose(1, 2).contiguous().transpose(1, 2)
+    B, C = _bln(case.B), _bln(case.C)
+    for reverse in (False, True):
+        with scan_backend("reference"), torch.no_grad():
+            ref = scan(u, di, case.A, B, C, reverse=reverse)
+        for level in ISAS:
+            isa(level)
+            y = torch.empty(u.shape[0], u.shape[2], u.shape[1]).transpose(1, 2)
+            scan(u, di, case.A, B, C, reverse=reverse, y_out=y)
+            assert torch.equal(y, ref), (level, reverse)
+
+
 def test_reverse_is_the_scan_of_the_flipped_sequence(isa):
     case = scan_case("log1m", "log_signed", 4, n=16)
     scan, didx = _scan(case, 16)

@@ -556,6 +556,14 @@ struct ChannelTables {
   std::vector<int32_t> t2;      // (kRows, l, n) B terms
   std::vector<int32_t> h;       // (kRows, n)
   std::vector<float> prod;      // (P) products for y
+  // the SIMD rows (int_scan_simd.h)
+  std::vector<float> du_blk, y_blk;  // (block, nb, l) delta_hat u and y of a block of channels
+  std::vector<int32_t> off_blk;      // (block, nb, l) offset of the step's delta code in `at`
+  std::vector<uint8_t> used_blk;     // (block, J) delta codes used by each channel
+  const float* du_c = nullptr;       // this channel's (nb, l) in the buffers
+  const int32_t* off_c = nullptr;
+  float* y_c = nullptr;
+  std::vector<int32_t> atc, ar;      // (J, n) log1m: min(at, 31) and 2^(that - 1)
 };
 
 constexpr int64_t kRows = 4;

@@ -51,6 +51,22 @@ struct S {
   static QI_INLINE F tof(I a) { return _mm512_cvtepi32_ps(a); }
   static QI_INLINE F asf(I a) { return _mm512_castsi512_ps(a); }
   static QI_INLINE I asi(F a) { return _mm512_castps_si512(a); }
+  // tree() of four vectors at once (the same additions): *out_r = tree(v[r])
+  static QI_INLINE void tree4(const F* v, float* out0, float* out1, float* out2, float* out3) {
+    // k + 8: [v0.lo | v1.lo] + [v0.hi | v1.hi] (256-bit halves)
+    const F u01 = _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x44), _mm512_shuffle_f32x4(v[0], v[1], 0xEE));
+    const F u23 = _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], 0x44), _mm512_shuffle_f32x4(v[2], v[3], 0xEE));
+    // k + 4: 128-bit blocks [v0, v1, v2, v3] of 4 lanes
+    const F w = _mm512_add_ps(_mm512_shuffle_f32x4(u01, u23, 0x88), _mm512_shuffle_f32x4(u01, u23, 0xDD));
+    const F x2 = _mm512_add_ps(w, _mm512_permute_ps(w, 0x4E));   // k + 2 within each block
+    const F x1 = _mm512_add_ps(x2, _mm512_permute_ps(x2, 0xB1));  // k + 1
+    alignas(64) float t[16];
+    _mm512_store_ps(t, x1);
+    *out0 = t[0];
+    *out1 = t[4];
+    *out2 = t[8];
+    *out3 = t[12];
+  }
   // v[k] + v[k + 8], then + 4, + 2, + 1 (scan_reference.tree_sum)
   static QI_INLINE float tree(F v) {
     const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
@@ -105,6 +121,21 @@ struct S {
   static QI_INLINE F tof(I a) { return _mm256_cvtepi32_ps(a); }
   static QI_INLINE F asf(I a) { return _mm256_castsi256_ps(a); }
   static QI_INLINE I asi(F a) { return _mm256_castps_si256(a); }
+  // tree() of four vectors at once (the same additions): *out_r = tree(v[r])
+  static QI_INLINE void tree4(const F* v, float* out0, float* out1, float* out2, float* out3) {
+    // k + 4: [v0.lo | v1.lo] + [v0.hi | v1.hi] (128-bit halves)
+    const F u01 = _mm256_add_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20), _mm256_permute2f128_ps(v[0], v[1], 0x31));
+    const F u23 = _mm256_add_ps(_mm256_permute2f128_ps(v[2], v[3], 0x20), _mm256_permute2f128_ps(v[2], v[3], 0x31));
+    // k + 2: per 128-bit lane [a0, a1, b0, b1] + [a2, a3, b2, b3] (a: v0 / v1, b: v2 / v3)
+    const F w = _mm256_add_ps(_mm256_shuffle_ps(u01, u23, 0x44), _mm256_shuffle_ps(u01, u23, 0xEE));
+    const F x1 = _mm256_add_ps(w, _mm256_permute_ps(w, 0xB1));  // k + 1
+    alignas(32) float t[8];
+    _mm256_store_ps(t, x1);
+    *out0 = t[0];
+    *out1 = t[4];
+    *out2 = t[2];
+    *out3 = t[6];
+  }
   // v[k] + v[k + 4], then + 2, + 1
   static QI_INLINE float tree(F v) {
     const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -117,87 +148,76 @@ struct S {
 constexpr int W = QI_W;
 
 // The NC registers of a row reduced in the reference's order: chunk i + NC/2 onto chunk i
-// (v[k] + v[k + n/2]) until one register is left, then its lanes.
+// (v[k] + v[k + n/2]) until one register is left (then tree() / tree4() sum its lanes).
 template <int NC>
-QI_INLINE float tree_chunks(S::F* v) {
+QI_INLINE S::F tree_chunk_reg(S::F* v) {
   for (int w = NC / 2; w >= 1; w /= 2) {
     for (int i = 0; i < w; ++i) v[i] = S::fadd(v[i], v[i + w]);
   }
-  return S::tree(v[0]);
+  return v[0];
 }
 
-// B terms of one row (b_terms_row); false when the grid has no base-2 form (then
-// b_terms_row computes the row)
-template <int NC>
-QI_INLINE bool b_terms_simd(const ScanArgs& a, const ChannelTables& T, int64_t b, int64_t c,
-                            int32_t* __restrict t2) {
-  const int64_t n = NC * W, grp = c / a.dg;
-  const bool log_grid = a.b.kind == 3;
-  if (log_grid && !a.b.pow2) return false;
+// ---- the scan's rows. Per channel: a pre-pass gathers each row's delta_hat u and A-table
+// offset (the strided reads of u and the delta codes, once), then R rows step side by side
+// with their B terms computed in registers (no t2 buffer) and y summed four rows at a time.
+
+// B term of one register (b_terms_row's arithmetic). Log grid with a base-2 form: r = |x| / s_B
+// rounded onto its power of two from the float's bits, p = 2^(floor(log2 r) + [mantissa >= S])
+// = 2^-(qmin + m) for the count m, clamped to [2^-(qmin + NB - 1) .. 2^-qmin] (0 below: the
+// zero code); the term is +-min(rb p, cap), rounded. (m >= NB, and r below 2^-126, give 0;
+// b_terms_row's code would give rb 2^-126 at most there, which rounds to 0: the plan keeps
+// rb < 2^90.) Uniform grid: clamp((clamp(round(x / s_B) + zp) - zp) rb, +-cap), rounded.
+struct BConst {
+  S::I absmask, addc, expmask, signmask;
+  S::F pmax, pzero, capv, ncapv, qlo, qhi;
+};
+
+QI_INLINE BConst b_consts(const ScanArgs& a) {
+  BConst k;
   const float cap = std::ldexp(static_cast<float>(2 * (a.h.qmax - a.h.qmin) + 1), a.F);
-  const float* ur = a.u + b * a.su[0] + c * a.su[1];
-  const int8_t* di = a.didx + b * a.sd[0] + c * a.sd[1];
-  const float* Bb = a.B + b * a.sB[0] + grp * a.sB[1];
-  const int32_t NB = a.b.qmax - a.b.qmin;
-  const S::I zero = S::seti(0), one = S::seti(1), nb = S::seti(NB), absmask = S::seti(0x7fffffff);
-  const S::I signmask = S::seti(static_cast<int32_t>(0x80000000u)), qminv = S::seti(a.b.qmin);
-  const S::I mantmask = S::seti(0x7fffff), smant = S::seti(a.b.s_mant - 1);
-  const S::I top = S::seti(127 - a.b.qmin), e126 = S::seti(126), b127 = S::seti(127);
-  const S::F capv = S::setf(cap), ncapv = S::setf(-cap);
-  const S::F qlo = S::setf(static_cast<float>(a.b.qmin)), qhi = S::setf(static_cast<float>(a.b.qmax));
-  S::F inv[NC], zpB[NC];
-  for (int ch = 0; ch < NC; ++ch) {
-    inv[ch] = S::loadf(T.invB.data() + ch * W);
-    zpB[ch] = S::loadf(T.zpB.data() + ch * W);
-  }
-  for (int64_t t = 0; t < a.l; ++t) {
-    const S::F du = S::setf(a.dvals[di[t * a.sd[2]]] * ur[t * a.su[2]]);
-    const float* Bt = Bb + t * a.sB[2];
-    const float* rbt = T.rb.data() + (a.h.group != nullptr ? a.h.group[t] : 0) * n;
-    for (int ch = 0; ch < NC; ++ch) {
-      const S::F x = S::fmul(du, S::loadf(Bt + ch * W));
-      const S::F rb = S::loadf(rbt + ch * W);
-      S::I out;
-      if (log_grid) {
-        // r = |x| / s_B; m = its code count from the float's bits (the zero code when
-        // r == 0: the count is then above NB and clamps to it). Lanes with r < 2^-100
-        // get counts >= 99 here where the thresholds say otherwise; their terms round to 0
-        // either way (the plan keeps rb < 2^90).
-        const S::I xb = S::asi(x);
-        const S::I bits = S::asi(S::fmul(S::asf(S::band(xb, absmask)), inv[ch]));
-        S::I m = S::sub(top, S::sra(bits, 23));
-        m = S::sel(S::lt(smant, S::band(bits, mantmask)), S::sub(m, one), m);  // mant >= S
-        m = S::imin(S::imax(m, zero), nb);
-        const S::I e = S::imin(S::add(m, qminv), e126);
-        S::F mag = S::fmul(rb, S::asf(S::sll(S::sub(b127, e), 23)));  // rb 2^-e
-        mag = S::self(S::lt(m, nb), S::self(S::flt(mag, capv), mag, capv), S::setf(0.0f));
-        out = S::cvt(S::asf(S::bor(S::asi(mag), S::band(xb, signmask))));  // the sign of x
-      } else {
-        S::F q = S::fadd(S::fround(S::fmul(x, inv[ch])), zpB[ch]);
-        q = S::self(S::flt(q, qlo), qlo, q);
-        q = S::self(S::flt(qhi, q), qhi, q);
-        S::F v = S::fmul(S::fsub(q, zpB[ch]), rb);
-        v = S::self(S::flt(v, ncapv), ncapv, v);
-        v = S::self(S::flt(capv, v), capv, v);
-        out = S::cvt(v);
-      }
-      S::storei(t2 + t * n + ch * W, out);
-    }
-  }
-  return true;
+  k.absmask = S::seti(0x7fffffff);
+  k.addc = S::seti(0x800000 - a.b.s_mant);
+  k.expmask = S::seti(0x7f800000);
+  k.signmask = S::seti(static_cast<int32_t>(0x80000000u));
+  k.pmax = S::setf(std::ldexp(1.0f, -a.b.qmin));
+  k.pzero = S::setf(std::ldexp(1.0f, -(a.b.qmax)));  // 2^-(qmin + NB): the zero code and below
+  k.capv = S::setf(cap);
+  k.ncapv = S::setf(-cap);
+  k.qlo = S::setf(static_cast<float>(a.b.qmin));
+  k.qhi = S::setf(static_cast<float>(a.b.qmax));
+  return k;
 }
 
-// step_in_group on one register of a row
+template <int kB>  // 1: log grid (base-2 form), 2: uniform
+QI_INLINE S::I b_term(const BConst& k, S::F x, S::F inv, S::F zp, S::F rb) {
+  if constexpr (kB == 1) {
+    const S::F r = S::fmul(S::asf(S::band(S::asi(x), k.absmask)), inv);
+    S::F p = S::asf(S::band(S::add(S::asi(r), k.addc), k.expmask));
+    p = S::self(S::flt(k.pmax, p), k.pmax, p);           // m < 0: the first code
+    p = S::self(S::flt(k.pzero, p), p, S::setf(0.0f));   // m >= NB: the zero code
+    S::F mag = S::fmul(rb, p);
+    mag = S::self(S::flt(mag, k.capv), mag, k.capv);
+    return S::cvt(S::asf(S::bor(S::asi(mag), S::band(S::asi(x), k.signmask))));
+  } else {
+    S::F q = S::fadd(S::fround(S::fmul(x, inv)), zp);
+    q = S::self(S::flt(q, k.qlo), k.qlo, q);
+    q = S::self(S::flt(k.qhi, q), k.qhi, q);
+    S::F v = S::fmul(S::fsub(q, zp), rb);
+    v = S::self(S::flt(v, k.ncapv), k.ncapv, v);
+    v = S::self(S::flt(k.capv, v), k.capv, v);
+    return S::cvt(v);
+  }
+}
+
+// step_in_group on one register; log1m: sh = min(at, 31) and rnd = 2^(sh - 1) from tables
 template <bool kLog1m>
-QI_INLINE S::I step_simd(S::I hq, S::I at, S::I s2, S::I t2, S::I lo, S::I hi, int32_t F,
+QI_INLINE S::I step_simd(S::I hq, S::I sh, S::I rnd, S::I s2, S::I t2, S::I lo, S::I hi, int32_t F,
                          int32_t F2) {
   S::I term;
-  if constexpr (kLog1m) {  // rounding shifts: (v + 2^(sh-1)) >> sh, sh = min(at, 31)
-    const S::I sh = S::imin(at, S::seti(31));
-    const S::I v = S::add(S::mul(hq, s2), S::sllv(S::seti(1), S::sub(sh, S::seti(1))));
-    term = S::sub(S::sll(hq, F), S::srav(v, sh));
+  if constexpr (kLog1m) {  // hq 2^F - ((hq S2 + 2^(sh-1)) >> sh)
+    term = S::sub(S::sll(hq, F), S::srav(S::add(S::mul(hq, s2), rnd), sh));
   } else {
-    term = S::sra(S::add(S::mul(hq, at), S::seti(int32_t(1) << (F2 - F - 1))), F2 - F);
+    term = S::sra(S::add(S::mul(hq, sh), S::seti(int32_t(1) << (F2 - F - 1))), F2 - F);
   }
   const S::I x = S::add(term, t2);
   // round half to even: (x + half - 1 + (floor(x / 2^F) & 1)) >> F
@@ -206,105 +226,177 @@ QI_INLINE S::I step_simd(S::I hq, S::I at, S::I s2, S::I t2, S::I lo, S::I hi, i
   return S::imin(S::imax(q, lo), hi);
 }
 
-template <int NC, int R, bool kLog1m>
+#if QI_W == 16
+// step_boundary on one register of 16 states (k0 the first), in two halves of int64 lanes
+template <bool kLog1m>
+QI_INLINE S::I boundary_simd(const ScanArgs& a, const ChannelTables& T, S::I hq, const int32_t* at,
+                             const int32_t* t2p, int64_t g, int64_t k0) {
+  const int64_t n = a.n;
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i cap1 = _mm512_set1_epi64(static_cast<int64_t>(3 * (a.h.qmax - a.h.qmin) + 2) << a.F);
+  const __m512i ncap1 = _mm512_sub_epi64(_mm512_setzero_si512(), cap1);
+  const __m512i half = _mm512_set1_epi64(int64_t(1) << (a.F - 1));
+  const __m512i mask = _mm512_set1_epi64((int64_t(1) << a.F) - 1);
+  const __m128i fsh = _mm_cvtsi32_si128(a.F), f2sh = _mm_cvtsi32_si128(a.F2);
+  __m256i out[2];
+  for (int hh = 0; hh < 2; ++hh) {
+    const int64_t k = k0 + 8 * hh;
+    const __m512i h64 = _mm512_cvtepi32_epi64(hh ? _mm512_extracti64x4_epi64(hq, 1) : _mm512_castsi512_si256(hq));
+    const __m512i at64 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + k)));
+    const __m512i m1 = _mm512_loadu_si512(T.m1.data() + g * n + k);
+    __m512i term;
+    if constexpr (kLog1m) {
+      const __m512i m2 = _mm512_loadu_si512(T.m2.data() + g * n + k);
+      const __m512i rnd = _mm512_sllv_epi64(one, _mm512_sub_epi64(at64, one));
+      term = _mm512_sub_epi64(_mm512_mullo_epi64(h64, m1),
+                              _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(h64, m2), rnd), at64));
+    } else {
+      term = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mullo_epi64(_mm512_mullo_epi64(h64, at64), m1),
+                                               _mm512_set1_epi64(int64_t(1) << (a.F2 - 1))), f2sh);
+    }
+    term = _mm512_min_epi64(_mm512_max_epi64(term, ncap1), cap1);
+    const __m512i x = _mm512_add_epi64(term, _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t2p + k - k0))));
+    __m512i q = _mm512_sra_epi64(_mm512_add_epi64(x, half), fsh);
+    const __mmask8 tie = _mm512_cmpeq_epi64_mask(_mm512_and_si512(x, mask), half);
+    q = _mm512_mask_sub_epi64(q, tie, q, _mm512_and_si512(q, one));
+    q = _mm512_max_epi64(q, _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(T.lo.data() + g * n + k))));
+    q = _mm512_min_epi64(q, _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(T.hi.data() + g * n + k))));
+    out[hh] = _mm512_cvtepi64_epi32(q);
+  }
+  return _mm512_inserti64x4(_mm512_castsi256_si512(out[0]), out[1], 1);
+}
+#endif
+
+// Rows b0 .. b0 + R - 1 of channel c. kB: 0 B terms from T.t2 (b_terms_row), 1 / 2 in registers.
+template <int NC, int R, bool kLog1m, int kB>
 QI_INLINE void rows_simd(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_t c) {
   const int64_t l = a.l, n = NC * W, grp = c / a.dg;
-  for (int r = 0; r < R; ++r) {
-    int32_t* t2 = T.t2.data() + r * l * n;
-    if (!b_terms_simd<NC>(a, T, b0 + r, c, t2)) b_terms_row(a, T, b0 + r, c, t2);
+  if constexpr (kB == 0) {
+    for (int r = 0; r < R; ++r) b_terms_row(a, T, b0 + r, c, T.t2.data() + r * l * n);
   }
+  const BConst bk = b_consts(a);
   S::I s2[NC];
-  for (int ch = 0; ch < NC; ++ch) s2[ch] = S::loadi(T.s2.data() + ch * W);
+  S::F inv[NC], zpB[NC];
+  for (int ch = 0; ch < NC; ++ch) {
+    s2[ch] = S::loadi(T.s2.data() + ch * W);
+    inv[ch] = S::loadf(T.invB.data() + ch * W);
+    zpB[ch] = S::loadf(T.zpB.data() + ch * W);
+  }
+  const int32_t* tsh = kLog1m ? T.atc.data() : T.at.data();  // the A term's table
   S::I h[R][NC];
-  const int8_t* di[R];
+  const float* du[R];
+  const int32_t* off[R];
+  const float* Bb[R];
   const float* Cb[R];
   float* yr[R];
   for (int r = 0; r < R; ++r) {
     for (int ch = 0; ch < NC; ++ch) h[r][ch] = S::seti(0);
-    di[r] = a.didx + (b0 + r) * a.sd[0] + c * a.sd[1];
+    du[r] = T.du_c + (b0 + r) * l;
+    off[r] = T.off_c + (b0 + r) * l;
+    Bb[r] = a.B + (b0 + r) * a.sB[0] + grp * a.sB[1];
     Cb[r] = a.C + (b0 + r) * a.sC[0] + grp * a.sC[1];
-    yr[r] = a.y + (b0 + r) * a.sy[0] + c * a.sy[1];
+    yr[r] = T.y_c + (b0 + r) * l;  // the block's y buffer (b, t) of this channel
   }
   int64_t gprev = a.h.group != nullptr ? a.h.group[0] : 0;
   for (int64_t t = 0; t < l; ++t) {
     const int64_t g = a.h.group != nullptr ? a.h.group[t] : 0;
     if (t > 0 && g != gprev) {  // the first step of a group: int64 terms (step_boundary)
+#if QI_W == 16
+      for (int r = 0; r < R; ++r) {
+        for (int ch = 0; ch < NC; ++ch) {
+          alignas(64) int32_t tb[W];
+          if constexpr (kB != 0) {
+            const S::F x = S::fmul(S::setf(du[r][t]), S::loadf(Bb[r] + t * a.sB[2] + ch * W));
+            S::storei(tb, b_term<kB>(bk, x, inv[ch], zpB[ch], S::loadf(T.rb.data() + g * n + ch * W)));
+          } else {
+            S::storei(tb, S::loadi(T.t2.data() + (r * l + t) * n + ch * W));
+          }
+          h[r][ch] = boundary_simd<kLog1m>(a, T, h[r][ch], T.at.data() + off[r][t], tb, g, ch * W);
+        }
+      }
+#else  // AVX2: step_boundary's scalar loop
       for (int r = 0; r < R; ++r) {
         alignas(64) int32_t hb[NC * W];
+        alignas(64) int32_t tb[NC * W];
+        const int32_t* t2p = T.t2.data() + (r * l + t) * n;
+        if constexpr (kB != 0) {
+          const S::F dv = S::setf(du[r][t]);
+          for (int ch = 0; ch < NC; ++ch) {
+            const S::F x = S::fmul(dv, S::loadf(Bb[r] + t * a.sB[2] + ch * W));
+            S::storei(tb + ch * W, b_term<kB>(bk, x, inv[ch], zpB[ch], S::loadf(T.rb.data() + g * n + ch * W)));
+          }
+          t2p = tb;
+        }
         for (int ch = 0; ch < NC; ++ch) S::storei(hb + ch * W, h[r][ch]);
-        step_boundary(a, hb, T.at.data() + (di[r][t * a.sd[2]] + a.doff) * n, T, T.t2.data() + (r * l + t) * n, g);
+        step_boundary(a, hb, T.at.data() + off[r][t], T, t2p, g);
         for (int ch = 0; ch < NC; ++ch) h[r][ch] = S::loadi(hb + ch * W);
       }
+#endif
     } else {
+#pragma GCC unroll 4
       for (int ch = 0; ch < NC; ++ch) {
         const S::I lo = S::loadi(T.lo.data() + g * n + ch * W);
         const S::I hi = S::loadi(T.hi.data() + g * n + ch * W);
+        const S::F rb = S::loadf(T.rb.data() + g * n + ch * W);
+#pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
-          const S::I at = S::loadi(T.at.data() + (di[r][t * a.sd[2]] + a.doff) * n + ch * W);
-          const S::I t2 = S::loadi(T.t2.data() + (r * l + t) * n + ch * W);
-          h[r][ch] = step_simd<kLog1m>(h[r][ch], at, s2[ch], t2, lo, hi, a.F, a.F2);
+          S::I t2;
+          if constexpr (kB == 0) {
+            t2 = S::loadi(T.t2.data() + (r * l + t) * n + ch * W);
+          } else {
+            const S::F x = S::fmul(S::setf(du[r][t]), S::loadf(Bb[r] + t * a.sB[2] + ch * W));
+            t2 = b_term<kB>(bk, x, inv[ch], zpB[ch], rb);
+          }
+          const S::I sh = S::loadi(tsh + off[r][t] + ch * W);
+          const S::I rnd = kLog1m ? S::loadi(T.ar.data() + off[r][t] + ch * W) : sh;
+          h[r][ch] = step_simd<kLog1m>(h[r][ch], sh, rnd, s2[ch], t2, lo, hi, a.F, a.F2);
         }
       }
     }
     gprev = g;
+    S::F p[R];
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      S::F p[NC];
+      S::F pc[NC];
       for (int ch = 0; ch < NC; ++ch) {
         const S::F hs = S::loadf(T.hs.data() + g * n + ch * W);
-        p[ch] = S::fmul(S::fmul(S::tof(h[r][ch]), hs), S::loadf(Cb[r] + t * a.sC[2] + ch * W));
+        pc[ch] = S::fmul(S::fmul(S::tof(h[r][ch]), hs), S::loadf(Cb[r] + t * a.sC[2] + ch * W));
       }
-      yr[r][t * a.sy[2]] = tree_chunks<NC>(p);
+      p[r] = tree_chunk_reg<NC>(pc);
+    }
+    int r = 0;
+    for (; r + 4 <= R; r += 4) {
+      S::tree4(p + r, yr[r] + t, yr[r + 1] + t, yr[r + 2] + t, yr[r + 3] + t);
+    }
+    for (; r < R; ++r) yr[r][t] = S::tree(p[r]);
+  }
+}
+
+template <bool kLog1m, int kB, int NC>
+QI_INLINE void rows_simd_n(const ScanArgs& a, ChannelTables& T, int64_t c) {
+  constexpr int kMaxR = NC == 1 ? 8 : 4;  // registers: R * NC rows of state side by side
+  for (int64_t b = 0; b < a.nb; b += kMaxR) {
+    switch (std::min<int64_t>(kMaxR, a.nb - b)) {
+      case 8: rows_simd<NC, 8, kLog1m, kB>(a, T, b, c); break;
+      case 7: rows_simd<NC, 4, kLog1m, kB>(a, T, b, c); rows_simd<NC, 3, kLog1m, kB>(a, T, b + 4, c); break;
+      case 6: rows_simd<NC, 4, kLog1m, kB>(a, T, b, c); rows_simd<NC, 2, kLog1m, kB>(a, T, b + 4, c); break;
+      case 5: rows_simd<NC, 4, kLog1m, kB>(a, T, b, c); rows_simd<NC, 1, kLog1m, kB>(a, T, b + 4, c); break;
+      case 4: rows_simd<NC, 4, kLog1m, kB>(a, T, b, c); break;
+      case 3: rows_simd<NC, 3, kLog1m, kB>(a, T, b, c); break;
+      case 2: rows_simd<NC, 2, kLog1m, kB>(a, T, b, c); break;
+      default: rows_simd<NC, 1, kLog1m, kB>(a, T, b, c); break;
     }
   }
 }
 
-template <int NC, bool kLog1m>
-QI_INLINE void rows_simd_n(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_t nr, int64_t c) {
-  constexpr int kMaxR = NC == 1 ? 4 : 2;  // registers: R * NC rows of state side by side
-  for (int64_t b = b0; b < b0 + nr; b += kMaxR) {
-    switch (std::min<int64_t>(kMaxR, b0 + nr - b)) {
-      case 4: rows_simd<NC, 4 <= kMaxR ? 4 : 1, kLog1m>(a, T, b, c); break;
-      case 3: rows_simd<NC, 3 <= kMaxR ? 3 : 1, kLog1m>(a, T, b, c); break;
-      case 2: rows_simd<NC, 2, kLog1m>(a, T, b, c); break;
-      default: rows_simd<NC, 1, kLog1m>(a, T, b, c); break;
-    }
+template <bool kLog1m, int kB>
+QI_INLINE void rows_b(const ScanArgs& a, ChannelTables& T, int64_t c) {
+  switch (a.n / W) {
+    case 1: rows_simd_n<kLog1m, kB, 1>(a, T, c); break;
+    case 2: rows_simd_n<kLog1m, kB, 2>(a, T, c); break;
+    default: rows_simd_n<kLog1m, kB, 4>(a, T, c); break;
   }
 }
-
-// rows b0 .. b0 + nr - 1 of channel c on this path, or false (n not a multiple of W, or
-// B / C not contiguous over the states)
-template <bool kLog1m>
-QI_INLINE bool rows(const ScanArgs& a, ChannelTables& T, int64_t b0, int64_t nr, int64_t c) {
-  if (a.sB[3] != 1 || a.sC[3] != 1) return false;
-  switch (a.n) {
-    case W: rows_simd_n<1, kLog1m>(a, T, b0, nr, c); return true;
-    case 2 * W: rows_simd_n<2, kLog1m>(a, T, b0, nr, c); return true;
-    case 4 * W: rows_simd_n<4, kLog1m>(a, T, b0, nr, c); return true;
-    default: return false;
-  }
-}
-
-// scan_tasks with the rows of this path (the generic loops where it does not apply)
-void tasks(const ScanArgs& a, int64_t begin, int64_t end) {
-  ChannelTables T;
-  init_tables(a, T);
-  for (int64_t c = begin; c < end; ++c) {
-    fill_channel(a, c, T);
-    fill_a_table(a, c, 0, a.nb, T);
-    for (int64_t b0 = 0; b0 < a.nb; b0 += kRows) {
-      const int64_t nr = std::min(kRows, a.nb - b0);
-      if (a.a.kind == 2) {
-        if (!rows<true>(a, T, b0, nr, c)) scan_rows<true>(a, T, b0, nr, c);
-      } else {
-        if (!rows<false>(a, T, b0, nr, c)) scan_rows<false>(a, T, b0, nr, c);
-      }
-    }
-  }
-}
-
-// ---- the fused Vim-mixer kernels (int_kernels.cpp, "fused Vim mixer") on W channels at a
-// time: the same float32 operations as the scalar code (exp_f32, silu_f32, softplus_f32,
-// quant_value), the remainder of a row by the scalar code itself.
 
 QI_INLINE S::F vneg(S::F x) { return S::asf(S::bxor(S::asi(x), S::seti(static_cast<int32_t>(0x80000000u)))); }
 
@@ -323,6 +415,149 @@ QI_INLINE S::F vexp(S::F x) {
                            S::asf(S::sll(S::add(S::sub(ki, k1), b127), 23)));
   return S::self(S::flt(x, lo), S::setf(0.0f), out);
 }
+
+
+// fill_a_table on W states at a time for the codes marked in T.used: exp by vexp (exp_f32's
+// operations), log1m counts from the float's bits where the grid has a base-2 form (else,
+// and for r below 2^-100, log_count per lane); also the SIMD rows' min(at, 31) and 2^(that - 1).
+QI_INLINE void fill_a_simd(const ScanArgs& a, int64_t c, ChannelTables& T) {
+  const int64_t n = a.n, J = a.J;
+  const float* sA = a.a.scale + c * n;
+  const float* zA = a.a.zp + c * n;
+  const float* Ac = a.A + c * n;
+  const double two_f2 = std::ldexp(1.0, a.F2);
+  const int32_t NA = a.a.qmax - a.a.qmin, shift = a.F2 - a.F;
+  alignas(64) float abar[W];
+  alignas(64) int32_t cnt[W];
+  const S::F onef = S::setf(1.0f), zerof = S::setf(0.0f);
+  const S::I top = S::seti(127 - a.a.qmin), smant = S::seti(a.a.s_mant - 1), mant = S::seti(0x7fffff);
+  const S::I zero = S::seti(0), one = S::seti(1), nav = S::seti(NA), tinyb = S::seti(0x0d800000);
+  const S::I base = S::seti(a.a.qmin + shift), c62 = S::seti(62), c31 = S::seti(31);
+  for (int64_t j = 0; j < J; ++j) {
+    if (!T.used[j]) continue;
+    const S::F dv = S::setf(a.dv0[j]);
+    for (int64_t k0 = 0; k0 < n; k0 += W) {
+      const S::F e = vexp(S::fmul(dv, S::loadf(Ac + k0)));
+      if (a.a.kind == 2) {  // log1m
+        S::F dist = S::fsub(onef, e);
+        dist = S::self(S::flt(dist, zerof), zerof, dist);
+        const S::F r = S::fdiv(dist, S::loadf(sA + k0));
+        const S::I bits = S::asi(r);
+        S::I m;
+        const S::M tiny = S::mand(S::lt(bits, tinyb), S::lt(zero, bits));
+        if (a.a.pow2 && !S::many(tiny)) {
+          m = S::sub(top, S::sra(bits, 23));
+          m = S::sel(S::lt(smant, S::band(bits, mant)), S::sub(m, one), m);
+          m = S::imin(S::imax(m, zero), nav);
+          m = S::sel(S::eq(bits, zero), nav, m);
+        } else {
+          S::storef(abar, r);
+          for (int i = 0; i < W; ++i) {
+            cnt[i] = a.a.pow2 && (abar[i] >= kTiny || abar[i] == 0.0f) ? pow2_count(a.a, abar[i])
+                                                                        : log_count(abar[i], a.a.thr, NA);
+          }
+          m = S::loadi(cnt);
+        }
+        const S::I v = S::add(base, m);
+        const S::I sh = S::imin(v, c31);
+        S::storei(T.at.data() + j * n + k0, S::imin(v, c62));
+        S::storei(T.atc.data() + j * n + k0, sh);
+        S::storei(T.ar.data() + j * n + k0, S::sllv(one, S::sub(sh, one)));
+      } else {  // uniform: Afix = round(A_hat 2^F2) (in double, as fill_a_table)
+        S::storef(abar, e);
+        int32_t* out = T.at.data() + j * n + k0;
+        for (int i = 0; i < W; ++i) {
+          const int64_t k = k0 + i;
+          float q = std::nearbyint(abar[i] / sA[k]) + zA[k];
+          q = q < a.a.qmin ? static_cast<float>(a.a.qmin) : q;
+          q = q > a.a.qmax ? static_cast<float>(a.a.qmax) : q;
+          out[i] = static_cast<int32_t>(
+              std::nearbyint((static_cast<double>(q - zA[k]) * static_cast<double>(sA[k])) * two_f2));
+        }
+      }
+    }
+  }
+}
+
+constexpr int64_t kBlock = 16;  // channels per block: their u / delta codes / y lines read once
+
+// The pre-pass of channels c0 .. c0 + cb - 1: du = delta_hat u and the A-table offset of every
+// (channel, row, step), into (cb, nb, l) buffers, and which delta codes each channel uses
+QI_INLINE void gather_block(const ScanArgs& a, ChannelTables& T, int64_t c0, int64_t cb) {
+  const int64_t l = a.l, n = a.n, nb = a.nb;
+  std::fill(T.used_blk.begin(), T.used_blk.end(), 0);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t t = 0; t < l; ++t) {
+      const float* ur = a.u + b * a.su[0] + c0 * a.su[1] + t * a.su[2];
+      const int8_t* di = a.didx + b * a.sd[0] + c0 * a.sd[1] + t * a.sd[2];
+      __builtin_prefetch(ur + 8 * a.su[2]);  // the lines of later steps (strided: no hardware prefetch)
+      __builtin_prefetch(di + 8 * a.sd[2]);
+      for (int64_t j = 0; j < cb; ++j) {
+        const int8_t code = di[j * a.sd[1]];
+        T.du_blk[(j * nb + b) * l + t] = a.dvals[code] * ur[j * a.su[1]];
+        T.off_blk[(j * nb + b) * l + t] = static_cast<int32_t>((code + a.doff) * n);
+        T.used_blk[j * a.J + code + a.doff] = 1;
+      }
+    }
+  }
+}
+
+// y of the block's channels from its (cb, nb, l) buffer to a.y
+QI_INLINE void scatter_block(const ScanArgs& a, const ChannelTables& T, int64_t c0, int64_t cb) {
+  const int64_t l = a.l, nb = a.nb;
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t t = 0; t < l; ++t) {
+      float* yr = a.y + b * a.sy[0] + c0 * a.sy[1] + t * a.sy[2];
+      __builtin_prefetch(yr + 8 * a.sy[2], 1);
+      for (int64_t j = 0; j < cb; ++j) yr[j * a.sy[1]] = T.y_blk[(j * nb + b) * l + t];
+    }
+  }
+}
+
+// scan_tasks with the rows of this path (the generic loops where it does not apply: n not a
+// multiple of W up to 4 W, or B / C not contiguous over the states)
+void tasks(const ScanArgs& a, int64_t begin, int64_t end) {
+  const bool simd = a.sB[3] == 1 && a.sC[3] == 1 && (a.n == W || a.n == 2 * W || a.n == 4 * W);
+  if (!simd) return scan_tasks_generic(a, begin, end);
+  ChannelTables T;
+  init_tables(a, T);
+  const int64_t per = a.nb * a.l;
+  T.t2.resize(8 * a.l * a.n);
+  T.du_blk.resize(kBlock * per);
+  T.off_blk.resize(kBlock * per);
+  T.y_blk.resize(kBlock * per);
+  T.used_blk.resize(kBlock * a.J);
+  T.atc.assign(a.J * a.n, 0);
+  T.ar.assign(a.J * a.n, 0);
+  const int kB = a.b.kind == 3 ? (a.b.pow2 ? 1 : 0) : 2;
+  for (int64_t c0 = begin; c0 < end; c0 += kBlock) {
+    const int64_t cb = std::min(kBlock, end - c0);
+    gather_block(a, T, c0, cb);
+    for (int64_t j = 0; j < cb; ++j) {
+      const int64_t c = c0 + j;
+      T.du_c = T.du_blk.data() + j * per;
+      T.off_c = T.off_blk.data() + j * per;
+      T.y_c = T.y_blk.data() + j * per;
+      std::copy(T.used_blk.begin() + j * a.J, T.used_blk.begin() + (j + 1) * a.J, T.used.begin());
+      fill_channel(a, c, T);
+      fill_a_simd(a, c, T);  // the codes marked by gather_block
+      if (a.a.kind == 2) {
+        if (kB == 1) rows_b<true, 1>(a, T, c);
+        else if (kB == 2) rows_b<true, 2>(a, T, c);
+        else rows_b<true, 0>(a, T, c);
+      } else {
+        if (kB == 1) rows_b<false, 1>(a, T, c);
+        else if (kB == 2) rows_b<false, 2>(a, T, c);
+        else rows_b<false, 0>(a, T, c);
+      }
+    }
+    scatter_block(a, T, c0, cb);
+  }
+}
+
+// ---- the fused Vim-mixer kernels (int_kernels.cpp, "fused Vim mixer") on W channels at a
+// time: the same float32 operations as the scalar code (exp_f32, silu_f32, softplus_f32,
+// quant_value), the remainder of a row by the scalar code itself.
 
 QI_INLINE S::F vsilu(S::F x) { return S::fdiv(x, S::fadd(S::setf(1.0f), vexp(vneg(x)))); }
 
