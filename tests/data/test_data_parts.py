@@ -27,14 +27,14 @@ def test_builtin_parts_are_the_two_halves_and_hold_every_class():
                 min_size=1, max_size=40, unique=True))
 def test_folder_parts_split_every_path_exactly_once(pairs):
     names = [f"{cls}/{img}.png" for cls, img in pairs]
-    paths = [f"/root/val/{n}" for n in names]
-    tuning = folder_part_indices(paths, "/root/val", "tuning")
-    reporting = folder_part_indices(paths, "/root/val", "reporting")
+    paths = [f"data/val/{n}" for n in names]
+    tuning = folder_part_indices(paths, "data/val", "tuning")
+    reporting = folder_part_indices(paths, "data/val", "reporting")
     assert sorted(tuning + reporting) == list(range(len(paths))) and not set(tuning) & set(reporting)
     # an image's part depends on its own path only, not on the other images
     for i in tuning:
         assert path_part(names[i]) == "tuning"
-    assert folder_part_indices(paths, "/root/val", "all") == list(range(len(paths)))
+    assert folder_part_indices(paths, "data/val", "all") == list(range(len(paths)))
 
 
 def test_folder_parts_are_about_halves():

@@ -39,14 +39,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def recipe_config(name: str, bits, calib: int, search_samples: int | None):
-    """The QuantConfig of a recipe or recipe variant at these bits and calibration size."""
+    """The QuantConfig of a recipe or recipe variant at these bits and calibration size,
+    built as the demo and the accuracy benchmark build theirs (`DemoJob.config`: the
+    search images replaced when the recipe searches; a variant's overrides last)."""
     from qmamba.bench.accuracy_runs import split_variant
-    from qmamba.quant.config import QuantConfig
+    from qmamba.jobs.demo import DemoJob
 
     recipe, overrides = split_variant(name)
-    cfg = QuantConfig.from_recipe(recipe, *bits, calib_size=calib)
-    if search_samples is not None:
-        overrides = {"search.samples": search_samples, **overrides}
+    cfg = DemoJob(calib_size=calib, search_samples=search_samples).config(recipe, *bits)
     return cfg.replace(**overrides) if overrides else cfg
 
 

@@ -2,6 +2,8 @@
 missing at W4A4, and one ablation row per addition."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from qmamba.quant.recipes.qmamba import qmamba
@@ -56,11 +58,27 @@ def fine_search(cfg: QuantConfig) -> None:
     cfg.vit_ptq.search_rounds = FINE_ROUNDS
 
 
+@dataclass(frozen=True)
+class Addition:
+    row: str  # the ablation row that leaves it out
+    what: str  # as the claim names it: "qmamba_plus: with <what>"
+    summary: str  # for the row's summary: "qmamba_plus without <summary>"
+    configure: Callable[[QuantConfig], None]
+
+
+ADDITIONS = (
+    Addition("qmamba_plus_no_rot", "the rotations", "the rotations", rotations),
+    Addition("qmamba_plus_no_tuning", "PTQ4VM's per-token scales and tuning",
+             "PTQ4VM's per-token scales and block tuning", block_tuning),
+    Addition("qmamba_plus_no_fine_search", "the fine search", "the finer search", fine_search),
+)
+
+
 @register_recipe(PLUS, group="method", demo_settings=PLUS_DEMO_SETTINGS,
                  summary="ours: QMamba (LtSQ + TGQ on the strong base) + MambaQuant's rotations "
                          "+ PTQ4VM's per-token scales and block tuning + a finer two-sweep clipping search")
 def qmamba_plus(cfg: QuantConfig) -> None:
-    """QMamba plus two additions, each chosen on the tuning images (docs/design.md,
+    """QMamba plus three additions, each chosen on the tuning images (docs/design.md,
     "qmamba_plus") and each with its ablation row:
 
     - from QMamba (arXiv 2501.13624), unchanged: LtSQ for A_bar, B_bar u and delta, TGQ
@@ -76,33 +94,23 @@ def qmamba_plus(cfg: QuantConfig) -> None:
     Every point stays at the setting's bit width (W4A4 is W4A4: no point is kept wider).
     """
     qmamba(cfg)
-    rotations(cfg)
-    block_tuning(cfg)
-    fine_search(cfg)
+    for addition in ADDITIONS:
+        addition.configure(cfg)
 
 
-@register_recipe("qmamba_plus_no_rot", group="ablation", demo_settings=ABLATION_DEMO_SETTINGS,
-                 ablates=(PLUS, "the rotations"), summary="qmamba_plus without the rotations")
-def qmamba_plus_no_rot(cfg: QuantConfig) -> None:
-    """`qmamba_plus` minus MambaQuant's rotations."""
-    qmamba(cfg)
-    block_tuning(cfg)
-    fine_search(cfg)
+def _register_ablation_rows() -> None:
+    """One ablation row per addition: `qmamba_plus` with every addition but that one."""
+    for left_out in ADDITIONS:
+        kept = [a.configure for a in ADDITIONS if a is not left_out]
+
+        def configure(cfg: QuantConfig, kept=kept) -> None:
+            qmamba(cfg)
+            for add in kept:
+                add(cfg)
+
+        configure.__doc__ = f"`{PLUS}` minus {left_out.summary}."
+        register_recipe(left_out.row, group="ablation", demo_settings=ABLATION_DEMO_SETTINGS,
+                        ablates=(PLUS, left_out.what), summary=f"{PLUS} without {left_out.summary}")(configure)
 
 
-@register_recipe("qmamba_plus_no_tuning", group="ablation", demo_settings=ABLATION_DEMO_SETTINGS,
-                 ablates=(PLUS, "PTQ4VM's per-token scales and tuning"), summary="qmamba_plus without PTQ4VM's per-token scales and block tuning")
-def qmamba_plus_no_tuning(cfg: QuantConfig) -> None:
-    """`qmamba_plus` minus PTQ4VM's mechanisms (per-token scales, smoothing, block tuning)."""
-    qmamba(cfg)
-    rotations(cfg)
-    fine_search(cfg)
-
-
-@register_recipe("qmamba_plus_no_fine_search", group="ablation", demo_settings=ABLATION_DEMO_SETTINGS,
-                 ablates=(PLUS, "the fine search"), summary="qmamba_plus without the finer search")
-def qmamba_plus_no_fine_search(cfg: QuantConfig) -> None:
-    """`qmamba_plus` minus the finer two-sweep search."""
-    qmamba(cfg)
-    rotations(cfg)
-    block_tuning(cfg)
+_register_ablation_rows()
