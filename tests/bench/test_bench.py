@@ -65,6 +65,9 @@ def test_calibration_times_each_recipe_in_turns_with_ratios_against_the_first(tm
     cfg = report["config"]["configs"]["qmamba[search.candidates=[1.0,0.7]]"]
     assert cfg["search"]["candidates"] == [1.0, 0.7] and cfg["search"]["samples"] == 2 and cfg["calib_size"] == 4
     assert report["platform"]["threads"] == 1
+    stages = report["stage_cpu_seconds"]["qmamba[search.candidates=[1.0,0.7]]"]
+    assert len(stages) == 2 and stages[0]["search"] > 0 and "tune" not in stages[0]  # qmamba does not tune
+    assert stages[0]["other"] > 0 and set(report["stage_cpu_seconds"]["minmax"][0]) == {"other"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")

@@ -10,7 +10,9 @@ take turns in `--repeats` rounds so that they see the same machine load. The JSO
 wall-clock and the CPU seconds (`time.process_time`: the process's own, all its threads;
 at one thread, steadier than the wall clock on a shared machine) of every round per
 recipe, their medians, and `<recipe>_over_<first recipe>` / `<recipe>_cpu_over_<first
-recipe>`: the median of the per-round ratios against the first recipe.
+recipe>`: the median of the per-round ratios against the first recipe. `stage_cpu_seconds`:
+per recipe and round, the CPU seconds of the block search, of the block tuning and of
+the rest (observing, building), as the calibration recorded them (`qmamba_info`).
 """
 from __future__ import annotations
 
@@ -74,16 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     images = calibration_images(model, args.calib, args.batch)
     seconds: dict[str, list[float]] = {name: [] for name in args.recipes}
     cpu_seconds: dict[str, list[float]] = {name: [] for name in args.recipes}
+    stages: dict[str, list[dict]] = {name: [] for name in args.recipes}
     for _ in range(args.repeats):
         for name, cfg in configs.items():
             t0, c0 = time.perf_counter(), time.process_time()
-            quantize(model, cfg, [(x, None) for x in images])
+            qmodel = quantize(model, cfg, [(x, None) for x in images])
             seconds[name].append(time.perf_counter() - t0)
             cpu_seconds[name].append(time.process_time() - c0)
+            stages[name].append(qmodel.qmamba_info["stage_cpu_seconds"])
     first = args.recipes[0]
     result = {"config": {**vars(args), "bits": list(args.bits), "torch": torch.__version__,
                          "configs": {name: cfg.to_dict() for name, cfg in configs.items()}},
-              "seconds": seconds, "cpu_seconds": cpu_seconds}
+              "seconds": seconds, "cpu_seconds": cpu_seconds, "stage_cpu_seconds": stages}
     for name in args.recipes:
         result[f"{name}_median_seconds"] = statistics.median(seconds[name])
         result[f"{name}_median_cpu_seconds"] = statistics.median(cpu_seconds[name])

@@ -102,6 +102,9 @@ class SearchConfig:
     # by more than this fraction: with few search images, tiny "gains" are noise (on
     # vim_fmnist W8A8 with 8 search images: 89.4 without, 90.1 with 0.02; FP 90.3)
     min_gain: float = 0.02
+    # coarse to fine: after the sweeps over `candidates`, one more sweep that tries each
+    # point's chosen ratio plus and minus `refine` (kept in (0, 1]); None: no such sweep
+    refine: float | None = None
 
 
 # --- ViT/VLM PTQ baselines (PTQ4ViT, RepQ-ViT, Q-VLM): their recipes in qmamba.quant.recipes ---
@@ -142,6 +145,8 @@ class TuneConfig:
     steps: int = 100  # Adam steps per block
     lr: float = 1e-3
     samples: int = 32  # calibration images the tuning runs on
+    batch: int | None = None  # images per Adam step (None: each cached calibration batch whole)
+    after_search: bool = False  # tune after the block search (False: before it, as PTQ4VM)
 
 
 @dataclass
@@ -229,6 +234,10 @@ class QuantConfig:
         if self.search.samples < 1 or not self.search.candidates or min(self.search.candidates) <= 0:
             raise ConfigError(f"search: samples must be >= 1 and candidates a non-empty list of clipping "
                               f"ratios > 0; got {self.search}")
+        if self.search.refine is not None and not 0.0 < self.search.refine < 1.0:
+            raise ConfigError(f"search.refine must be in (0, 1) (or null), got {self.search.refine}")
+        if self.tune.batch is not None and self.tune.batch < 1:
+            raise ConfigError(f"tune.batch must be at least 1 (or null), got {self.tune.batch}")
         if self.tune.steps < 0 or self.tune.samples < 1 or not self.tune.lr > 0:
             raise ConfigError(f"tune: steps must be >= 0, samples >= 1 and lr > 0; got {self.tune}")
         if self.tune.jlss and self.act.smoothing_alpha is None:

@@ -66,3 +66,45 @@ def test_gradient_passes_straight_through_the_quantized_scan(vim_model):
     x = image_loader(2, 28)[0][0].requires_grad_(True)
     q(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_tune_batch_makes_each_step_take_that_many_images(monkeypatch, vim_model):
+    import qmamba.quant.methods.jlss as jlss
+    sizes = []
+    real = jlss.tune_block
+
+    def recording(block, inputs, targets, steps, lr):
+        sizes.append([a[0].shape[0] for a, _ in inputs])
+        assert [t[0].shape[0] for t, _ in targets] == sizes[-1]
+        return real(block, inputs, targets, steps, lr)
+
+    monkeypatch.setattr(jlss, "tune_block", recording)
+    cfg = QuantConfig.from_recipe("ptq4vm", 4, 4, calib_size=8).replace(**TUNE, **{"tune.batch": 3})
+    quantize(vim_model, cfg, image_loader(8, 28))
+    assert sizes and all(s == [3, 3, 2] for s in sizes)  # 8 tuning images in steps of 3
+
+
+def test_tune_after_search_runs_each_block_s_tuning_after_its_search(monkeypatch, vim_model):
+    import qmamba.quant.engine.steps as steps
+    import qmamba.quant.methods.jlss as jlss
+    calls = []
+    real_tune, real_search = jlss.tune_block, steps.search_group
+    monkeypatch.setattr(jlss, "tune_block", lambda *a: calls.append("tune") or real_tune(*a))
+    monkeypatch.setattr(steps, "search_group", lambda *a, **k: calls.append("search") or real_search(*a, **k))
+    base = QuantConfig.from_recipe("ptq4vm", 4, 4, calib_size=8).replace(
+        **TUNE, **{"search.enabled": True, "search.candidates": (1.0, 0.8), "search.samples": 4})
+    quantize(vim_model, base, image_loader(8, 28))
+    blocks = len(calls) // 2
+    assert calls == ["tune", "search"] * blocks
+    calls.clear()
+    tuned = quantize(vim_model, base.replace(**{"tune.after_search": True}), image_loader(8, 28))
+    assert calls == ["search", "tune"] * blocks
+    assert all(r["loss_after"] <= r["loss_before"] for r in tuned.qmamba_info["jlss"])
+    stages = tuned.qmamba_info["stage_cpu_seconds"]  # where the calibration's time went
+    assert set(stages) == {"search", "tune", "other"} and all(v >= 0 for v in stages.values())
+    assert set(tuned.qmamba_info["stage_seconds"]) == set(stages)
+
+
+def test_tune_batch_must_be_positive():
+    with pytest.raises(ConfigError, match="tune.batch"):
+        QuantConfig.from_recipe("ptq4vm", 4, 4).replace(**{"tune.batch": 0})

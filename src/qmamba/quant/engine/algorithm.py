@@ -53,7 +53,7 @@ def quantize(
     """A quantized copy of `model` (the input model is untouched). `progress(stage, done,
     total)` is told how many blocks are calibrated."""
     config.validate()
-    run_start = time.time()
+    run_start, cpu_start = time.time(), time.process_time()
     qmodel = _working_copy(model, config, device)
     if config.is_float:
         return qmodel
@@ -63,7 +63,7 @@ def quantize(
     images = collect_calibration_images(calib_loader, config.calib_size)
     mechanisms = [cls(config) for cls in MECHANISMS if cls.enabled(config)]
     run = CalibrationRun(qmodel, config, images, next(qmodel.parameters()).device, mechanisms, progress,
-                         run_start)
+                         run_start, cpu_start=cpu_start)
     for m in mechanisms:
         m.prepare(run)  # rotations of the float model, Hessian targets
     plans = plan_points(qmodel, config)

@@ -87,6 +87,17 @@ def first_images(batches: list[tuple], n: int) -> list[tuple]:
     return out
 
 
+def split_batches(batches: list[tuple], size: int) -> list[tuple]:
+    """The cached (args, kwargs) re-cut into batches of at most `size` images (tensors
+    sliced on dim 0, in order; a batch's tail stays its own smaller batch)."""
+    out = []
+    for args, kwargs in batches:
+        n = next(a.shape[0] for a in args if torch.is_tensor(a))
+        for start in range(0, n, size):
+            out.append((tuple(a[start:start + size] if torch.is_tensor(a) else a for a in args), kwargs))
+    return out
+
+
 class WithoutQuantizers:
     """A callable that runs `model` with the quantizers of `plans` removed (restored after)."""
 

@@ -53,6 +53,20 @@ class CalibrationRun:
     blocks: list[nn.Module] = field(default_factory=list)
     directions: dict[int, int] = field(default_factory=dict)  # id(h point) -> scan directions
     record_groups: bool = False  # the search records its block group in the points' info
+    # seconds spent in the clipping search and in the block tuning: stage -> [wall, CPU]
+    stage_seconds: dict[str, list[float]] = field(default_factory=dict)
+    cpu_start: float = field(default_factory=time.process_time)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        """Add the wall-clock and the process CPU seconds of the enclosed code to `stage`."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            acc = self.stage_seconds.setdefault(stage, [0.0, 0.0])
+            acc[0] += time.perf_counter() - wall
+            acc[1] += time.process_time() - cpu
 
     @property
     def info(self) -> dict:
@@ -128,19 +142,33 @@ def calibrate_group(run: CalibrationRun, group: list[int], by_block: list[list[P
     x_q_in, weights = x_q, None
     for m in run.mechanisms:
         weights = m.search_weights(run, group_blocks) if weights is None else weights
+    tune_after = config.tune.after_search and config.search.enabled
+    y_fps = []
     for k, i in enumerate(group):
         y_fp = run_block(run.blocks[i], x_fp)
         calibrate_block(run, run.blocks[i], by_block[i], x_q)
-        for m in run.mechanisms:
-            m.tune_block(run, i, run.blocks[i], x_q, y_fp)
+        if not tune_after:
+            with run.timed("tune"):
+                for m in run.mechanisms:
+                    m.tune_block(run, i, run.blocks[i], x_q, y_fp)
         if k < len(group) - 1:
             x_q = run_block(run.blocks[i], x_q)
         x_fp = y_fp
+        y_fps.append(y_fp)
     if config.search.enabled:
         n = config.search.samples
-        search_group(group_blocks, [p for i in group for p in by_block[i]], config, run.directions,
-                     first_images(x_q_in, n), first_images(x_fp, n), weights,
-                     group if run.record_groups else None)
+        with run.timed("search"):
+            search_group(group_blocks, [p for i in group for p in by_block[i]], config, run.directions,
+                         first_images(x_q_in, n), first_images(x_fp, n), weights,
+                         group if run.record_groups else None)
+    if tune_after:  # tuning starts from the searched clipping ranges
+        x_q = x_q_in
+        for k, i in enumerate(group):
+            with run.timed("tune"):
+                for m in run.mechanisms:
+                    m.tune_block(run, i, run.blocks[i], x_q, y_fps[k])
+            if k < len(group) - 1:
+                x_q = run_block(run.blocks[i], x_q)
     x_q = x_q_in
     for block in group_blocks:
         x_q = run_block(block, x_q)
@@ -192,5 +220,11 @@ def finish(run: CalibrationRun, plans: list[PointPlan]) -> nn.Module:
     for m in run.mechanisms:
         m.finish(run)
     run.info["calibration_seconds"] = time.time() - run.start
+    # where the time went: the search, the tuning, and the rest (observing, building)
+    total = [time.time() - run.start, time.process_time() - run.cpu_start]
+    stages = {k: v for k, v in run.stage_seconds.items()}
+    stages["other"] = [t - sum(v[j] for v in run.stage_seconds.values()) for j, t in enumerate(total)]
+    run.info["stage_seconds"] = {k: round(v[0], 3) for k, v in stages.items()}
+    run.info["stage_cpu_seconds"] = {k: round(v[1], 3) for k, v in stages.items()}
     run.info["calibration_images"] = sum(int(x.shape[0]) for x in run.images)
     return run.qmodel

@@ -14,7 +14,8 @@ engine already built for one block:
   (`primitives.fake_quant(learnable_scale=True)`), and through the quantized selective scan
   the float scan's gradient (`models.ssm.selective_ssm`);
 - Adam, `steps` iterations over the cached block inputs of `samples` calibration images,
-  one batch at a time; the best loss seen is kept (never worse than the start).
+  one batch at a time (`tune.batch` images per step, or each cached calibration batch
+  whole); the best loss seen is kept (never worse than the start).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from qmamba.nn.point import QuantPoint
 from qmamba.quant.config import QuantConfig
-from qmamba.quant.engine.blocks import first_images
+from qmamba.quant.engine.blocks import first_images, split_batches
 from qmamba.quant.engine.mechanism import Mechanism
 from qmamba.quant.quantizers import SmoothedInput, SmoothedWeight, UniformQuantizer, WeightQuantizer
 
@@ -157,9 +158,11 @@ class JLSS(Mechanism):
         self.records: list[dict] = []
 
     def tune_block(self, run, index, block, inputs, targets) -> None:
-        n = self.config.tune.samples
-        tuned = tune_block(block, first_images(inputs, n), first_images(targets, n), self.config.tune.steps,
-                           self.config.tune.lr)
+        n, size = self.config.tune.samples, self.config.tune.batch
+        inputs, targets = first_images(inputs, n), first_images(targets, n)
+        if size is not None:  # minibatches: each Adam step on `size` images
+            inputs, targets = split_batches(inputs, size), split_batches(targets, size)
+        tuned = tune_block(block, inputs, targets, self.config.tune.steps, self.config.tune.lr)
         self.records.append({"block": index, "loss_before": tuned.loss_before, "loss_after": tuned.loss_after})
 
     def finish(self, run) -> None:
