@@ -125,7 +125,8 @@ def test_set_changes_the_recipe_config_and_the_report_records_it(run_cli, tiny_n
                          "--set", "tune.samples=4", "--out", tmp_path / "o", "--no-progress")
     assert rc == 0, err
     config = json.loads((tmp_path / "o" / "report.json").read_text())["config"]
-    assert config["tune"] == {"jlss": True, "steps": 2, "lr": 1e-3, "samples": 4}
+    assert config["tune"] == {"jlss": True, "steps": 2, "lr": 1e-3, "samples": 4, "batch": None,
+                              "after_search": False}
     rc, _, err = run_cli("quantize", "--model", tiny_name, "--checkpoint", tiny_checkpoint,
                          "--method", "minmax", "--w-bits", "4", "--a-bits", "4",
                          "--set", "ssm.h_grups=4", "--out", tmp_path / "p", "--no-progress")

@@ -137,7 +137,7 @@ def save_quantized(qmodel: nn.Module, out_dir: str | os.PathLike) -> dict:
 
 # Timings are left out of the saved model: the same calibration gives the same files,
 # byte for byte (the report of the run keeps the timing).
-VOLATILE_INFO = ("calibration_seconds",)
+VOLATILE_INFO = ("calibration_seconds", "stage_seconds", "stage_cpu_seconds")
 
 
 def _safetensors_bytes(tensors: dict) -> bytes:

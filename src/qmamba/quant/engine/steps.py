@@ -148,9 +148,7 @@ def calibrate_group(run: CalibrationRun, group: list[int], by_block: list[list[P
         y_fp = run_block(run.blocks[i], x_fp)
         calibrate_block(run, run.blocks[i], by_block[i], x_q)
         if not tune_after:
-            with run.timed("tune"):
-                for m in run.mechanisms:
-                    m.tune_block(run, i, run.blocks[i], x_q, y_fp)
+            _tune(run, i, x_q, y_fp)
         if k < len(group) - 1:
             x_q = run_block(run.blocks[i], x_q)
         x_fp = y_fp
@@ -164,15 +162,22 @@ def calibrate_group(run: CalibrationRun, group: list[int], by_block: list[list[P
     if tune_after:  # tuning starts from the searched clipping ranges
         x_q = x_q_in
         for k, i in enumerate(group):
-            with run.timed("tune"):
-                for m in run.mechanisms:
-                    m.tune_block(run, i, run.blocks[i], x_q, y_fps[k])
+            _tune(run, i, x_q, y_fps[k])
             if k < len(group) - 1:
                 x_q = run_block(run.blocks[i], x_q)
     x_q = x_q_in
     for block in group_blocks:
         x_q = run_block(block, x_q)
     return x_fp, x_q
+
+
+def _tune(run: CalibrationRun, index: int, inputs: list, targets: list) -> None:
+    """The mechanisms that tune a block (JLSS) tune block `index`, timed as "tune"."""
+    tuners = [m for m in run.mechanisms if type(m).tune_block is not Mechanism.tune_block]
+    if tuners:
+        with run.timed("tune"):
+            for m in tuners:
+                m.tune_block(run, index, run.blocks[index], inputs, targets)
 
 
 def calibrate_block(run: CalibrationRun, block: nn.Module, plans: list[PointPlan], inputs: list) -> None:
