@@ -13,8 +13,9 @@ if TYPE_CHECKING:
     from qmamba.quant.config import QuantConfig
 
 PLUS = "qmamba_plus"
-# not in the demo (`make demo`: 10 minutes on 2 cores): its block tuning takes several
-# times QMamba's calibration time; `make accuracy-plus` runs it and its ablation rows
+# not in the demo (`make demo`: 10 minutes on 2 cores): with its block tuning it calibrates
+# the built-in models in about 3x QMamba's time (accuracy_plus/w4a4/accuracy.md);
+# `make accuracy-plus` runs it and its ablation rows
 PLUS_DEMO_SETTINGS: tuple[str, ...] = ()
 ABLATION_DEMO_SETTINGS: tuple[str, ...] = ()
 # the fine search: after the base's sweep over its ratios (1.0 / 0.85 / 0.7 / 0.55), one
