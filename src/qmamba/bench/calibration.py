@@ -52,13 +52,18 @@ def recipe_config(name: str, bits, calib: int, search_samples: int | None):
     return cfg.replace(**overrides) if overrides else cfg
 
 
+def random_image_batches(shape, count: int, batch: int) -> list[torch.Tensor]:
+    """`count` random images of `shape` (C, H, W), seeded (1), in batches of `batch`: the
+    calibration images of the timing benchmarks."""
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(min(batch, count - i), *shape, generator=g) for i in range(0, count, batch)]
+
+
 def calibration_images(model, calib: int, batch: int) -> list[torch.Tensor]:
     """`calib` seeded random images at the model's input size, in batches of `batch`."""
     from qmamba.models import contract
 
-    c, h, w = contract.data_config(model)["input_size"]
-    g = torch.Generator().manual_seed(1)
-    return [torch.randn(min(batch, calib - i), c, h, w, generator=g) for i in range(0, calib, batch)]
+    return random_image_batches(contract.data_config(model)["input_size"], calib, batch)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,14 +103,12 @@ def _time_float(result: dict, model, x, backends: list[str], args, device) -> li
 
 def _time_quantized(result: dict, model, x, backends: list[str], fast: list[str], args, device) -> None:
     """Calibrate `args.quantized` on random images (a timing run) and time its forward."""
+    from qmamba.bench.calibration import random_image_batches
     from qmamba.bench.scan import _sync
     from qmamba.quant.config import QuantConfig
     from qmamba.quant.engine import quantize
 
-    _, c, h, w = x.shape
-    g = torch.Generator().manual_seed(1)
-    calib = [(torch.randn(min(8, args.calib - i), c, h, w, generator=g).to(device), None)
-             for i in range(0, args.calib, 8)]
+    calib = [(b.to(device), None) for b in random_image_batches(x.shape[1:], args.calib, 8)]
     cfg = QuantConfig.from_recipe(args.quantized, *args.bits, calib_size=args.calib)
     t0 = time.perf_counter()
     qmodel = quantize(model, cfg, calib)

@@ -67,6 +67,7 @@ def cpu_info() -> dict:
 def _quantize(model, recipe: str, setting: str, calib: int, shape, folder: str):
     """(simulated, integer) models of `recipe` at `setting`, through a save and a reload
     (a model already saved in `folder` is reused: the AVX2 run times the same models)."""
+    from qmamba.bench.calibration import random_image_batches
     from qmamba.integer import to_integer
     from qmamba.quant.config import QuantConfig
     from qmamba.quant.engine import quantize
@@ -79,8 +80,7 @@ def _quantize(model, recipe: str, setting: str, calib: int, shape, folder: str):
     cfg = QuantConfig.from_recipe(recipe, w, a, calib_size=calib)
     if cfg.search.enabled:
         cfg = cfg.replace(**{"search.samples": min(2, calib)})
-    g = torch.Generator().manual_seed(1)
-    images = [(torch.randn(min(8, calib - i), *shape, generator=g), None) for i in range(0, calib, 8)]
+    images = [(b, None) for b in random_image_batches(shape, calib, 8)]
     qmodel = quantize(copy.deepcopy(model), cfg, images)
     save_quantized(qmodel, path)
     return load_quantized(path), to_integer(load_quantized(path))

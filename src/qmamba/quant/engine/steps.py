@@ -224,11 +224,11 @@ def finish(run: CalibrationRun, plans: list[PointPlan]) -> nn.Module:
         p.observer = None
     for m in run.mechanisms:
         m.finish(run)
-    run.info["calibration_seconds"] = time.time() - run.start
+    wall, cpu = time.time() - run.start, time.process_time() - run.cpu_start
+    run.info["calibration_seconds"] = wall
     # where the time went: the search, the tuning, and the rest (observing, building)
-    total = [time.time() - run.start, time.process_time() - run.cpu_start]
-    stages = {k: v for k, v in run.stage_seconds.items()}
-    stages["other"] = [t - sum(v[j] for v in run.stage_seconds.values()) for j, t in enumerate(total)]
+    stages = {**run.stage_seconds, "other": [wall - sum(v[0] for v in run.stage_seconds.values()),
+                                             cpu - sum(v[1] for v in run.stage_seconds.values())]}
     run.info["stage_seconds"] = {k: round(v[0], 3) for k, v in stages.items()}
     run.info["stage_cpu_seconds"] = {k: round(v[1], 3) for k, v in stages.items()}
     run.info["calibration_images"] = sum(int(x.shape[0]) for x in run.images)
