@@ -7,6 +7,7 @@ import torch
 from int_helpers import ISAS
 
 from qmamba.integer.codes import DeltaTable
+from qmamba.integer.layers import epilogue_reference
 from qmamba.integer.fused_reference import (
     conv_silu_codes_ref,
     delta_codes_ref,
@@ -53,6 +54,36 @@ def test_delta_codes(kind, isa):
         got = int_kernels().delta_codes(dt, bias, t.kind == "uniform", float(t.scale), float(t.zero_point),
                                         float(t.qmin), float(t.qmax), t.offset,
                                         t.thresholds if t.kind == "log" else None)
+        assert torch.equal(got, ref), level
+
+
+@pytest.mark.parametrize("kind", ["uniform", "log"])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_dt_delta_codes_is_the_epilogue_then_delta_codes(kind, per_row, isa):
+    """dt_proj's product and epilogue fused with delta's codes: the numbers of
+    gemm_epilogue (on the exact integer product) followed by delta_codes."""
+    g = _g(2)
+    M, K = 29, 12
+    x = torch.randint(-128, 128, (M, K), generator=g, dtype=torch.int8)
+    w = torch.randint(-127, 128, (E, K), generator=g, dtype=torch.int8)
+    rs = torch.rand(M if per_row else 1, generator=g) * 0.01 + 1e-3
+    zc = torch.randint(-20, 20, (M if per_row else 1,), generator=g, dtype=torch.int32)
+    colsum = w.long().sum(1).to(torch.int32)
+    cs = torch.rand(E, generator=g) * 0.05
+    bias = torch.randn(E, generator=g)
+    acc = (x.long() @ w.long().t()).to(torch.int32)
+    dt = epilogue_reference(acc, rs, zc, colsum, cs, None, False)
+    delta = softplus_f32(dt + bias)
+    q = (UniformQuantizer.from_range(delta.min(), delta.max(), 4, False) if kind == "uniform"
+         else LogQuantizer(delta.max() * 0.9, 8))
+    t = DeltaTable(q)
+    args = (t.kind == "uniform", float(t.scale), float(t.zero_point), float(t.qmin), float(t.qmax), t.offset,
+            t.thresholds if t.kind == "log" else None)
+    ref = delta_codes_ref(dt, bias, t)
+    for level in ISAS:
+        isa(level)
+        assert torch.equal(int_kernels().gemm_epilogue(acc, rs, zc, colsum, cs, None, False), dt), level
+        got = int_kernels().dt_delta_codes(x, w, rs, zc, colsum, cs, bias, *args)
         assert torch.equal(got, ref), level
 
 

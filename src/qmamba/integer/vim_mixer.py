@@ -7,7 +7,8 @@ scans. When every point of both branches is per tensor (the `qmamba` and `minmax
 (B, L, E) layout that in_proj produces, without transposes or flips:
 
     codes of x -> conv + silu + codes of u (one kernel; the backward conv reads the
-    sequence backwards) -> x_proj on u's codes -> dt_proj -> delta's codes (softplus fused)
+    sequence backwards) -> x_proj on u's codes -> dt_proj and delta's codes (one kernel,
+    softplus fused)
     -> the integer scan (the backward one steps from the end) -> Q_y(y) + D u, times
     Q_z(silu(z)), the two directions averaged (one kernel) -> out_proj.
 
@@ -97,13 +98,18 @@ class IntBiMambaMixer(nn.Module):
         fn = ops.conv_silu_codes if ops is not None else conv_silu_codes_ref
         ucodes, u = fn(xc.view(b, L, E), *conv_args)  # (B, L, E) each
         x_dbl = d.x_proj.from_codes(ucodes, d.u_rows)  # (B, L, R + 2N)
-        dt = d.dt_proj(x_dbl[..., :R], with_bias=False).reshape(b * L, E)  # (B L, E)
         bias = at_least_float32(d.dt_proj.bias).float()
-        if ops is not None:
-            t = d.delta
-            didx = ops.delta_codes(dt.contiguous(), bias, t.kind == "uniform", float(t.scale), float(t.zero_point),
-                                   float(t.qmin), float(t.qmax), t.offset, t.thresholds if t.kind != "uniform" else None)
+        if ops is not None:  # dt_proj and delta's codes in one pass: no float dt in memory
+            t, lin = d.delta, d.dt_proj
+            dt_in = x_dbl[..., :R] if lin.rotation is None else lin.rotation.transform(x_dbl[..., :R])
+            dtc, _ = lin.act.codes(dt_in)  # (B, L, R) int8
+            row_scale, row_zc = lin.act.row_params(tuple(dtc.shape))
+            didx = ops.dt_delta_codes(dtc.reshape(b * L, R).contiguous(), lin.weight.codes, row_scale, row_zc,
+                                      lin.weight.colsum, lin.weight_scale, bias, t.kind == "uniform",
+                                      float(t.scale), float(t.zero_point), float(t.qmin), float(t.qmax), t.offset,
+                                      t.thresholds if t.kind != "uniform" else None)  # (B L, E)
         else:
+            dt = d.dt_proj(x_dbl[..., :R], with_bias=False).reshape(b * L, E)  # (B L, E)
             didx = delta_codes_ref(dt, bias, d.delta)
         C_hat = apply_c_point(d.quant.C, x_dbl[..., R + N:])  # (B, L, N)
         A = -torch.exp(at_least_float32(d.A_log))  # (E, N)

@@ -450,6 +450,26 @@ QI_DISPATCH(delta_rows,
              float* buf),
             (dt, bias, out, uniform, s, zp, qmin, qmax, off, thr, N, E, r0, r1, buf))
 
+// dt_proj on its int8 input codes, one row: acc[n] = sum_k x[k] w[n, k] over the K = dt_rank
+// inputs (exact in int32), then the GEMM epilogue's float operations,
+// dt[n] = float(acc[n] + z wsum[n]) * (r cs[n]) (gemm_epilogue without bias).
+QI_INLINE void dt_row(const int8_t* __restrict x, const int8_t* __restrict wT, int64_t K, int64_t E,
+                      float r, int32_t z, const int32_t* __restrict wsum, const float* __restrict cs,
+                      int32_t* __restrict acc, float* __restrict sc, float* __restrict dt) {
+  for (int64_t n = 0; n < E; ++n) acc[n] = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const int32_t xv = x[k];
+    const int8_t* __restrict w = wT + k * E;
+    for (int64_t n = 0; n < E; ++n) acc[n] += xv * static_cast<int32_t>(w[n]);
+  }
+  for (int64_t n = 0; n < E; ++n) sc[n] = r * cs[n];
+  for (int64_t n = 0; n < E; ++n) dt[n] = static_cast<float>(acc[n] + z * wsum[n]) * sc[n];
+}
+QI_DISPATCH(dt_row,
+            (const int8_t* x, const int8_t* wT, int64_t K, int64_t E, float r, int32_t z,
+             const int32_t* wsum, const float* cs, int32_t* acc, float* sc, float* dt),
+            (x, wT, K, E, r, z, wsum, cs, acc, sc, dt))
+
 // The scan's output stage of one direction, channels last (M = B L rows of E):
 // v = Q_y(y) + D[c] u; with a gate, v = v * Q_z(silu(z)); with prev (the forward branch's
 // output), v = (prev + v) / 2 (the mixer's average); written to out.
@@ -958,6 +978,58 @@ at::Tensor delta_codes(const at::Tensor& dt, const at::Tensor& bias, bool unifor
   return out;
 }
 
+// dt_proj and delta's codes in one pass (the fused Vim mixer): per row, dt_row (the
+// dt_proj product and epilogue on the input codes) into a row buffer, then delta_codes' row
+// on it; the same numbers as gemm_epilogue followed by delta_codes, without the float
+// (M, E) dt in memory.
+at::Tensor dt_delta_codes(const at::Tensor& x, const at::Tensor& w, const at::Tensor& row_scale,
+                          const at::Tensor& row_zc, const at::Tensor& wsum, const at::Tensor& col_scale,
+                          const at::Tensor& bias, bool uniform, double s, double zp, double qmin,
+                          double qmax, int64_t off, const std::optional<at::Tensor>& thr) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kChar,
+              "dt_delta_codes: contiguous int8 (M, K) input codes");
+  const int64_t M = x.size(0), K = x.size(1);
+  TORCH_CHECK(w.dim() == 2 && w.size(1) == K && w.scalar_type() == at::kChar,
+              "dt_delta_codes: int8 (E, K) weight codes");
+  const int64_t E = w.size(0);
+  TORCH_CHECK(row_scale.numel() == row_zc.numel() && (row_scale.numel() == 1 || row_scale.numel() == M),
+              "dt_delta_codes: row scale / zero point of size 1 or M");
+  TORCH_CHECK(row_scale.scalar_type() == at::kFloat && row_zc.scalar_type() == at::kInt &&
+                  wsum.numel() == E && wsum.scalar_type() == at::kInt && col_scale.numel() == E &&
+                  col_scale.scalar_type() == at::kFloat && bias.numel() == E && bias.scalar_type() == at::kFloat,
+              "dt_delta_codes: float32 scales and bias, int32 zero points and column sums of size E");
+  TORCH_CHECK(uniform || (thr.has_value() && thr->is_contiguous() && thr->scalar_type() == at::kFloat),
+              "dt_delta_codes: float32 thresholds of the log grid");
+  auto out = at::empty({M, E}, x.options());
+  const auto wT = w.t().contiguous();  // (K, E)
+  const auto rs = row_scale.contiguous(), zc = row_zc.contiguous();
+  const auto ws = wsum.contiguous(), cs = col_scale.contiguous(), bc = bias.contiguous();
+  const bool per_row = row_scale.numel() == M && M > 1;
+  const float* tp = uniform ? nullptr : thr->data_ptr<float>();
+  const int32_t N = uniform ? 0 : static_cast<int32_t>(thr->numel());
+  Grid g;  // as delta_codes
+  g.kind = uniform ? 1 : 3;
+  g.qmin = static_cast<int32_t>(qmin);
+  g.qmax = static_cast<int32_t>(qmax);
+  g.thr = tp;
+  if (!uniform) check_pow2(g);
+  const Grid* pow2 = (!uniform && g.pow2) ? &g : nullptr;
+  at::parallel_for(0, M, 8, [&](int64_t r0, int64_t r1) {
+    std::vector<int32_t> acc(E);
+    std::vector<float> sc(E), dt(E), buf(E);
+    for (int64_t m = r0; m < r1; ++m) {
+      const float r = per_row ? rs.data_ptr<float>()[m] : rs.data_ptr<float>()[0];
+      const int32_t z = per_row ? zc.data_ptr<int32_t>()[m] : zc.data_ptr<int32_t>()[0];
+      dt_row_any(x.data_ptr<int8_t>() + m * K, wT.data_ptr<int8_t>(), K, E, r, z, ws.data_ptr<int32_t>(),
+                 cs.data_ptr<float>(), acc.data(), sc.data(), dt.data());
+      delta_any(dt.data(), bc.data_ptr<float>(), out.data_ptr<int8_t>() + m * E, uniform,
+                static_cast<float>(s), static_cast<float>(zp), static_cast<float>(qmin),
+                static_cast<float>(qmax), static_cast<float>(off), tp, N, pow2, E, 0, 1, buf.data());
+    }
+  });
+  return out;
+}
+
 at::Tensor scan_out(const at::Tensor& y, const at::Tensor& u, const std::optional<at::Tensor>& z,
                     const at::Tensor& D, const std::optional<at::Tensor>& prev, at::Tensor out,
                     double sy, double zpy, double qyl, double qyh, double sz, double zpz, double qzl,
@@ -1113,6 +1185,10 @@ TORCH_LIBRARY(qmamba_int, m) {
       "delta_codes(Tensor dt, Tensor bias, bool uniform, float s, float zp, float qmin, float qmax, "
       "int off, Tensor? thr) -> Tensor",
       &delta_codes);
+  m.def(
+      "dt_delta_codes(Tensor x, Tensor w, Tensor row_scale, Tensor row_zc, Tensor wsum, Tensor col_scale, "
+      "Tensor bias, bool uniform, float s, float zp, float qmin, float qmax, int off, Tensor? thr) -> Tensor",
+      &dt_delta_codes);
   m.def(
       "scan_out(Tensor y, Tensor u, Tensor? z, Tensor D, Tensor? prev, Tensor(a!) out, float sy, "
       "float zpy, float qyl, float qyh, float sz, float zpz, float qzl, float qzh) -> Tensor(a!)",

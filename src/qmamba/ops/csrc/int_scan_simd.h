@@ -41,6 +41,9 @@ struct S {
   static QI_INLINE F fadd(F a, F b) { return _mm512_add_ps(a, b); }
   static QI_INLINE F fsub(F a, F b) { return _mm512_sub_ps(a, b); }
   static QI_INLINE F fdiv(F a, F b) { return _mm512_div_ps(a, b); }
+  // a < b ? a : b (vminps: b where either is NaN; callers pass no NaN)
+  static QI_INLINE F fmin(F a, F b) { return _mm512_min_ps(a, b); }
+  static QI_INLINE F fmulz(M m, F a, F b) { return _mm512_maskz_mul_ps(m, a, b); }  // m ? a b : +0
   static QI_INLINE void storef(float* p, F v) { _mm512_storeu_ps(p, v); }
   static QI_INLINE I loadi8(const int8_t* p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static QI_INLINE void storei8(int8_t* p, I v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v)); }
@@ -51,6 +54,29 @@ struct S {
   static QI_INLINE F tof(I a) { return _mm512_cvtepi32_ps(a); }
   static QI_INLINE F asf(I a) { return _mm512_castsi512_ps(a); }
   static QI_INLINE I asi(F a) { return _mm512_castps_si512(a); }
+  static QI_INLINE F gatherf(const float* base, I idx) { return _mm512_i32gather_ps(idx, base, 4); }
+  // v[i] lane k <- v[k] lane i (16 x 16): pairs of rows, then quads, then 128-bit blocks
+  static QI_INLINE void transpose(F* v) {
+    F t[16], u[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {  // u[4i + k], 128-bit block L: rows 4i .. 4i + 3 of column 4L + k
+      u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+      u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; ++k) {
+      const F v0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88), v1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xDD);
+      const F w0 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88), w1 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xDD);
+      v[k] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+      v[8 + k] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+      v[4 + k] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+      v[12 + k] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+    }
+  }
   // tree() of four vectors at once (the same additions): *out_r = tree(v[r])
   static QI_INLINE void tree4(const F* v, float* out0, float* out1, float* out2, float* out3) {
     // k + 8: [v0.lo | v1.lo] + [v0.hi | v1.hi] (256-bit halves)
@@ -110,6 +136,8 @@ struct S {
   static QI_INLINE F fadd(F a, F b) { return _mm256_add_ps(a, b); }
   static QI_INLINE F fsub(F a, F b) { return _mm256_sub_ps(a, b); }
   static QI_INLINE F fdiv(F a, F b) { return _mm256_div_ps(a, b); }
+  static QI_INLINE F fmin(F a, F b) { return _mm256_min_ps(a, b); }
+  static QI_INLINE F fmulz(M m, F a, F b) { return _mm256_and_ps(_mm256_mul_ps(a, b), _mm256_castsi256_ps(m)); }
   static QI_INLINE void storef(float* p, F v) { _mm256_storeu_ps(p, v); }
   static QI_INLINE I loadi8(const int8_t* p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
   static QI_INLINE void storei8(int8_t* p, I v) {  // values fit int8: the packs do not saturate
@@ -121,6 +149,25 @@ struct S {
   static QI_INLINE F tof(I a) { return _mm256_cvtepi32_ps(a); }
   static QI_INLINE F asf(I a) { return _mm256_castsi256_ps(a); }
   static QI_INLINE I asi(F a) { return _mm256_castps_si256(a); }
+  static QI_INLINE F gatherf(const float* base, I idx) { return _mm256_i32gather_ps(base, idx, 4); }
+  // v[i] lane k <- v[k] lane i (8 x 8)
+  static QI_INLINE void transpose(F* v) {
+    F t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; ++i) {
+      u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+      u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+      v[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+    }
+  }
   // tree() of four vectors at once (the same additions): *out_r = tree(v[r])
   static QI_INLINE void tree4(const F* v, float* out0, float* out1, float* out2, float* out3) {
     // k + 4: [v0.lo | v1.lo] + [v0.hi | v1.hi] (128-bit halves)
@@ -192,11 +239,10 @@ template <int kB>  // 1: log grid (base-2 form), 2: uniform
 QI_INLINE S::I b_term(const BConst& k, S::F x, S::F inv, S::F zp, S::F rb) {
   if constexpr (kB == 1) {
     const S::F r = S::fmul(S::asf(S::band(S::asi(x), k.absmask)), inv);
-    S::F p = S::asf(S::band(S::add(S::asi(r), k.addc), k.expmask));
-    p = S::self(S::flt(k.pmax, p), k.pmax, p);           // m < 0: the first code
-    p = S::self(S::flt(k.pzero, p), p, S::setf(0.0f));   // m >= NB: the zero code
-    S::F mag = S::fmul(rb, p);
-    mag = S::self(S::flt(mag, k.capv), mag, k.capv);
+    S::F p = S::asf(S::band(S::add(S::asi(r), k.addc), k.expmask));  // an exponent field: never NaN
+    p = S::fmin(p, k.pmax);                                            // m < 0: the first code
+    S::F mag = S::fmulz(S::flt(k.pzero, p), rb, p);                    // m >= NB: the zero code
+    mag = S::fmin(mag, k.capv);  // rb finite > 0: mag is not NaN
     return S::cvt(S::asf(S::bor(S::asi(mag), S::band(S::asi(x), k.signmask))));
   } else {
     S::F q = S::fadd(S::fround(S::fmul(x, inv)), zp);
@@ -482,12 +528,42 @@ QI_INLINE void fill_a_simd(const ScanArgs& a, int64_t c, ChannelTables& T) {
 constexpr int64_t kBlock = 16;  // channels per block: their u / delta codes / y lines read once
 
 // The pre-pass of channels c0 .. c0 + cb - 1: du = delta_hat u and the A-table offset of every
-// (channel, row, step), into (cb, nb, l) buffers, and which delta codes each channel uses
+// (channel, row, step), into (cb, nb, l) buffers, and which delta codes each channel uses.
+// Where a full block's channels are adjacent in u and the codes (Vim's channels-last
+// layout), W steps x W channels at a time: vector loads per step, transposed in registers.
 QI_INLINE void gather_block(const ScanArgs& a, ChannelTables& T, int64_t c0, int64_t cb) {
   const int64_t l = a.l, n = a.n, nb = a.nb;
   std::fill(T.used_blk.begin(), T.used_blk.end(), 0);
+  const bool fast = cb == kBlock && a.su[1] == 1 && a.sd[1] == 1;
+  const int64_t lv = fast ? l - l % W : 0;
+  const S::I doffv = S::seti(static_cast<int32_t>(a.doff)), nv = S::seti(static_cast<int32_t>(n));
+  alignas(64) int32_t cbuf[W];
   for (int64_t b = 0; b < nb; ++b) {
-    for (int64_t t = 0; t < l; ++t) {
+    for (int64_t t0 = 0; t0 < lv; t0 += W) {
+      for (int64_t hb = 0; hb < kBlock; hb += W) {  // W channels: hb .. hb + W - 1 of the block
+        S::F dv[W], ov[W];
+        for (int i = 0; i < W; ++i) {
+          const int64_t t = t0 + i;
+          const float* ur = a.u + b * a.su[0] + (c0 + hb) + t * a.su[2];
+          const int8_t* di = a.didx + b * a.sd[0] + (c0 + hb) + t * a.sd[2];
+          __builtin_prefetch(ur + W * a.su[2]);
+          __builtin_prefetch(di + W * a.sd[2]);
+          const S::I code = S::loadi8(di);
+          dv[i] = S::fmul(S::gatherf(a.dvals, code), S::loadf(ur));
+          ov[i] = S::asf(S::mul(S::add(code, doffv), nv));
+          S::storei(cbuf, code);
+          for (int k = 0; k < W; ++k) T.used_blk[(hb + k) * a.J + cbuf[k] + a.doff] = 1;
+        }
+        S::transpose(dv);
+        S::transpose(ov);
+        for (int k = 0; k < W; ++k) {
+          const int64_t at = ((hb + k) * nb + b) * l + t0;
+          S::storef(T.du_blk.data() + at, dv[k]);
+          S::storei(T.off_blk.data() + at, S::asi(ov[k]));
+        }
+      }
+    }
+    for (int64_t t = lv; t < l; ++t) {
       const float* ur = a.u + b * a.su[0] + c0 * a.su[1] + t * a.su[2];
       const int8_t* di = a.didx + b * a.sd[0] + c0 * a.sd[1] + t * a.sd[2];
       __builtin_prefetch(ur + 8 * a.su[2]);  // the lines of later steps (strided: no hardware prefetch)
@@ -502,11 +578,22 @@ QI_INLINE void gather_block(const ScanArgs& a, ChannelTables& T, int64_t c0, int
   }
 }
 
-// y of the block's channels from its (cb, nb, l) buffer to a.y
+// y of the block's channels from its (cb, nb, l) buffer to a.y (channels-last: transposed
+// W x W in registers, as gather_block)
 QI_INLINE void scatter_block(const ScanArgs& a, const ChannelTables& T, int64_t c0, int64_t cb) {
   const int64_t l = a.l, nb = a.nb;
+  const bool fast = cb == kBlock && a.sy[1] == 1;
+  const int64_t lv = fast ? l - l % W : 0;
   for (int64_t b = 0; b < nb; ++b) {
-    for (int64_t t = 0; t < l; ++t) {
+    for (int64_t t0 = 0; t0 < lv; t0 += W) {
+      for (int64_t hb = 0; hb < kBlock; hb += W) {
+        S::F v[W];
+        for (int k = 0; k < W; ++k) v[k] = S::loadf(T.y_blk.data() + ((hb + k) * nb + b) * l + t0);
+        S::transpose(v);
+        for (int i = 0; i < W; ++i) S::storef(a.y + b * a.sy[0] + (c0 + hb) + (t0 + i) * a.sy[2], v[i]);
+      }
+    }
+    for (int64_t t = lv; t < l; ++t) {
       float* yr = a.y + b * a.sy[0] + c0 * a.sy[1] + t * a.sy[2];
       __builtin_prefetch(yr + 8 * a.sy[2], 1);
       for (int64_t j = 0; j < cb; ++j) yr[j * a.sy[1]] = T.y_blk[(j * nb + b) * l + t];
