@@ -99,3 +99,24 @@ def test_int_backend_benchmarks(tmp_path, capsys):
                  "--eval-limit", "40", "--calib-size", "8", "--out", str(out)]) == 0
     row = json.loads(out.read_text())["rows"][0]
     assert row["images"] == 40 and row["within_target"] and row["float_layers"] == []
+
+
+def test_int_avx2_child_runs_natively_when_the_parent_does(monkeypatch):
+    """`bench --native int --isa avx2` re-runs itself with the AVX2 variables and --native
+    (under the portable pins oneDNN is off and `_int_mm` leaves its fast path), and
+    without --native when the parent runs under the pins."""
+    import torch
+
+    import qmamba.bench.int as bench_int
+
+    calls = []
+    monkeypatch.setattr(bench_int.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.delenv(bench_int.CHILD, raising=False)
+    for enabled, expect in ((True, ["--native", "int"]), (False, ["int"])):
+        monkeypatch.setattr(torch.backends.mkldnn, "enabled", enabled)
+        assert bench_int.main(["--isa", "avx2", "--model", "vim_fmnist", "--batch", "2"]) == 0
+        cmd, env = calls[-1]
+        start = cmd.index("qmamba.bench") + 1
+        assert cmd[start:start + len(expect)] == expect
+        assert cmd[start + len(expect):] == ["--isa", "avx2", "--model", "vim_fmnist", "--batch", "2"]
+        assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env[bench_int.CHILD] == "1"

@@ -61,7 +61,10 @@ def cpu_info() -> dict:
     return {"cpu": model, "isa_flags": sorted(f for f in wanted if f in flags),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "gemm_paths": gemm_paths(), "int_kernels_isa": kernel_isa(),
-            "env": {k: os.environ.get(k) for k in AVX2_ENV}}
+            "env": {k: os.environ.get(k) for k in AVX2_ENV},
+            # False under the portable pins (`python -m qmamba.bench int` without --native):
+            # oneDNN off, so `torch._int_mm` and the float convs leave their fast paths
+            "onednn_enabled": torch.backends.mkldnn.enabled}
 
 
 def _quantize(model, recipe: str, setting: str, calib: int, shape, folder: str):
@@ -160,12 +163,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the quantized models here and reuse them when present")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON here")
     args = parser.parse_args(argv)
+    if not torch.backends.mkldnn.enabled:
+        print("qmamba.bench int: the portable pins turn oneDNN off, which takes torch._int_mm and "
+              "the float convs off their fast paths; pass --native before `int` to time what "
+              "users run", file=sys.stderr)
     if args.isa == "avx2" and os.environ.get(CHILD) != "1":
         env = {**os.environ, **AVX2_ENV, CHILD: "1"}
         argv = sys.argv[1:] if argv is None else list(argv)
-        if argv and argv[0] == "int":  # run as `python -m qmamba.bench int ...`
-            argv = argv[1:]
-        return subprocess.call([sys.executable, "-m", "qmamba.bench", "int", *argv], env=env)
+        if "int" in argv:  # run as `python -m qmamba.bench [--native] int ...`
+            argv = argv[argv.index("int") + 1:]
+        # the child runs as this process does: natively (--native) or under the portable pins
+        native = ["--native"] if torch.backends.mkldnn.enabled else []
+        return subprocess.call([sys.executable, "-m", "qmamba.bench", *native, "int", *argv], env=env)
     from qmamba.bench.scan import write_report
 
     write_report(run(args), args.out)
