@@ -57,6 +57,19 @@ def test_uniform_matches_pytorch(shape, pattern, bits, symmetric, transpose, dty
     torch.testing.assert_close(got, ref, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("p_shape", [(1, 197, 1), (1, 1, 37), (3, 197, 1)])
+def test_uniform_per_token_across_the_kernels_blocks(p_shape):
+    """Per-token / per-channel parameters over tensors of many 2,048-element blocks, whose
+    runs of one parameter straddle the blocks' edges."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 197, 37, generator=gen) * 3
+    scale = torch.rand(*p_shape, generator=gen) + 0.05
+    zp = torch.randint(0, 16, p_shape, generator=gen).float()
+    got = fake_quant_fused(x, "uniform", scale, zp, 0, 15)
+    assert got is not None
+    torch.testing.assert_close(got, fake_quant_uniform(x, scale, zp, 0, 15), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bits", [3, 4, 8])
 def test_log_signed_matches_pytorch(dtype, bits):

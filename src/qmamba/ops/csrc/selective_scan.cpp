@@ -1714,11 +1714,16 @@ void fake_quant_broadcast_run(const QParams<T>& q, const T* xp, T* op, const T* 
       if (mid == 1) {
         std::fill(sbuf.begin(), sbuf.begin() + m, sp[0]);
         std::fill(zbuf.begin(), zbuf.begin() + m, zpp[0]);
-      } else {
-        for (int64_t i = 0; i < m; ++i) {
-          const int64_t c = ((i0 + i) / inner) % mid;
-          sbuf[i] = sp[c];
-          zbuf[i] = zpp[c];
+      } else {  // runs of `inner` elements share a parameter: one division per block
+        const int64_t first = i0 / inner;
+        int64_t c = first % mid, r = i0 - first * inner;
+        for (int64_t i = 0; i < m;) {
+          const int64_t run = std::min(m - i, inner - r);
+          std::fill(sbuf.begin() + i, sbuf.begin() + i + run, sp[c]);
+          std::fill(zbuf.begin() + i, zbuf.begin() + i + run, zpp[c]);
+          i += run;
+          r = 0;
+          c = c + 1 == mid ? 0 : c + 1;
         }
       }
 #ifdef QMAMBA_X86_DISPATCH
