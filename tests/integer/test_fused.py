@@ -87,6 +87,32 @@ def test_dt_delta_codes_is_the_epilogue_then_delta_codes(kind, per_row, isa):
         assert torch.equal(got, ref), level
 
 
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_epilogue_split_codes_is_the_epilogue_then_the_codes(split, per_row, isa):
+    """in_proj's epilogue fused with the two convs' input codes: gemm_epilogue's output, its
+    first E columns through quantize_codes with each quantizer, the rest as z."""
+    g = _g(3)
+    M, N = 19, 2 * E
+    acc = torch.randint(-5000, 5000, (M, 2 * N if split else N), generator=g, dtype=torch.int32)
+    rs = torch.rand(M if per_row else 1, generator=g) * 0.01 + 1e-3
+    zc = torch.randint(-20, 20, (M if per_row else 1,), generator=g, dtype=torch.int32)
+    colsum = torch.randint(-900, 900, (N,), generator=g, dtype=torch.int32)
+    cs = torch.rand(N, generator=g) * 0.05
+    bias = torch.randn(N, generator=g)
+    qparams = torch.tensor([[0.07, 3.0, 0.0, 15.0, 0.0], [0.011, 131.0, 0.0, 255.0, 128.0]])
+    for level in ISAS:
+        isa(level)
+        ops = int_kernels()
+        out = ops.gemm_epilogue(acc, rs, zc, colsum, cs, bias, split)
+        codes, z = ops.epilogue_split_codes(acc, rs, zc, colsum, cs, bias, split, E, qparams)
+        assert torch.equal(z, out[:, E:]), level
+        for q, p in enumerate(qparams.tolist()):
+            ref, _ = ops.quantize_codes(out[:, :E], torch.tensor([p[0]]), torch.tensor([p[1]]), p[2], p[3],
+                                        int(p[4]), 1, False)
+            assert torch.equal(codes[q], ref), (level, q)
+
+
 @pytest.mark.parametrize("gate", [False, True])
 @pytest.mark.parametrize("with_prev", [False, True])
 def test_scan_out(gate, with_prev, isa):

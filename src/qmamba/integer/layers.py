@@ -120,20 +120,32 @@ class IntLinear(nn.Module):
         return cls(codes.reshape(codes.shape[0], -1), scale, layer.bias, act, rotation, channel_axis)
 
     def forward(self, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
+        return self.from_codes(self.input_codes(x), self.act, with_bias)
+
+    def input_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The int8 codes of this layer's input (after its rotation, if it has one)."""
         if self.rotation is not None:
             x = self.rotation.transform(x)  # float, as the simulated layer
         codes, _ = self.act.codes(x)
-        return self.from_codes(codes, self.act, with_bias)
+        return codes
+
+    def accumulate(self, codes: torch.Tensor, act: ActCodes):
+        """The integer half of the layer on the codes: (acc, split, row scale, row zc, column
+        sums) for `epilogue` (or a kernel that fuses it), acc over the rows of `codes` with
+        its channel axis moved last."""
+        in_axis = act.channel_axis % codes.dim()
+        moved = codes.movedim(in_axis, -1) if in_axis != codes.dim() - 1 else codes
+        acc, split = self.weight.matmul(moved.reshape(-1, self.in_features).contiguous())
+        row_scale, row_zc = act.row_params(tuple(codes.shape))
+        colsum = self.zp_correction if act.channel_zero_point else self.weight.colsum
+        return acc, split, row_scale, row_zc, colsum
 
     def from_codes(self, codes: torch.Tensor, act: ActCodes, with_bias: bool = True) -> torch.Tensor:
         """The layer on int8 codes of `act`, laid out as the float tensor `act` quantizes
         (its channel axis is reduced over); the output channels go to this layer's axis."""
         in_axis = act.channel_axis % codes.dim()
         moved = codes.movedim(in_axis, -1) if in_axis != codes.dim() - 1 else codes
-        rows = moved.reshape(-1, self.in_features).contiguous()
-        acc, split = self.weight.matmul(rows)
-        row_scale, row_zc = act.row_params(tuple(codes.shape))
-        colsum = self.zp_correction if act.channel_zero_point else self.weight.colsum
+        acc, split, row_scale, row_zc, colsum = self.accumulate(codes, act)
         out = epilogue(acc, row_scale, row_zc, colsum, self.weight_scale,
                        self.bias if with_bias else None, split)
         out = out.reshape(*moved.shape[:-1], self.out_features)

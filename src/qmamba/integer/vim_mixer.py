@@ -77,21 +77,38 @@ class IntBiMambaMixer(nn.Module):
             _Direction(mixer.conv1d_b, mixer.x_proj_b, mixer.dt_proj_b, mixer.backward_branch,
                        mixer.A_b_log, mixer.D_b),
         ])
+        # in_proj on integers, channels last: its epilogue can write the convs' input codes
+        self.fused_in = isinstance(self.in_proj, IntLinear) and self.in_proj.act is not None \
+            and self.in_proj.channel_axis % 3 == 2 and self.in_proj.act.channel_axis % 3 == 2
+        # the convs' input quantizers (per tensor) for that epilogue: scale, zero point,
+        # qmin, qmax, offset of each direction
+        self.register_buffer("conv_params", torch.tensor(
+            [[float(d.conv.act.scale.reshape(())), float(d.conv.act.zero_point.reshape(())), d.conv.act.qmin,
+              d.conv.act.qmax, d.conv.act.offset] for d in self.dirs], dtype=torch.float32), persistent=False)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, L, D)
         b, L, _ = hidden.shape
         E = self.d_inner
-        xz = self.in_proj(hidden).reshape(b * L, 2 * E)  # (B L, 2E)
-        x, z = xz[:, :E], xz[:, E:]  # (B L, E) views
+        ops = int_kernels() if use_kernels() else None
+        if ops is not None and self.fused_in:  # in_proj's epilogue writes the convs' input codes and z only
+            lin = self.in_proj
+            codes = lin.input_codes(hidden)  # (B, L, D) int8
+            acc, split, row_scale, row_zc, colsum = lin.accumulate(codes, lin.act)
+            xcodes, z = ops.epilogue_split_codes(acc, row_scale, row_zc, colsum, lin.weight_scale, lin.bias,
+                                                 split, E, self.conv_params)  # (2, B L, E) int8, (B L, E)
+        else:
+            xz = self.in_proj(hidden).reshape(b * L, 2 * E)  # (B L, 2E)
+            x, z = xz[:, :E], xz[:, E:]  # (B L, E) views
+            xcodes = [d.conv.act.codes(x)[0] for d in self.dirs]  # (B L, E) int8 each
         out = torch.empty(b * L, E)
         for i, d in enumerate(self.dirs):
-            self._direction(d, x, z, out, b, L, reverse=i == 1)
+            self._direction(d, xcodes[i], z, out, b, L, reverse=i == 1)
         return self.out_proj(out.view(b, L, E))  # (B, L, D)
 
-    def _direction(self, d: _Direction, x, z, out, b: int, L: int, reverse: bool) -> None:
+    def _direction(self, d: _Direction, xc, z, out, b: int, L: int, reverse: bool) -> None:
+        """One branch from the codes xc (B L, E) of its conv's input."""
         E, R, N = self.d_inner, d.dt_rank, d.d_state
         ops = int_kernels() if use_kernels() else None
-        xc, _ = d.conv.act.codes(x)  # (B L, E) int8
         conv_args = (d.conv.weight_codes, d.conv.act.offset - int(d.conv.act.zero_point.reshape(()).round()),
                      float(d.conv.act.scale.reshape(())), d.conv.weight_scale, d.conv.bias, reverse,
                      *d.u, d.u_rows.offset)

@@ -250,6 +250,61 @@ at::Tensor gemm_epilogue(const at::Tensor& acc, const at::Tensor& row_scale,
   return out;
 }
 
+// in_proj's epilogue fused with what the fused Vim mixer does next: per row, gemm_epilogue's
+// operations into a row buffer, then columns [0, E) (x) become the codes of each of Q
+// per-tensor quantizers (quantize_codes' operations: the two convs' inputs) and columns
+// [E, N) (z) are kept as floats. The same numbers as gemm_epilogue then quantize_codes,
+// without the float x in memory. qparams (Q, 5): scale, zero point, qmin, qmax, offset.
+std::vector<at::Tensor> epilogue_split_codes(const at::Tensor& acc, const at::Tensor& row_scale,
+                                             const at::Tensor& row_zc, const at::Tensor& wsum,
+                                             const at::Tensor& col_scale, const std::optional<at::Tensor>& bias,
+                                             bool split, int64_t E, const at::Tensor& qparams) {
+  TORCH_CHECK(acc.dim() == 2 && acc.is_contiguous() && acc.scalar_type() == at::kInt,
+              "epilogue_split_codes: contiguous int32 (M, N) accumulators");
+  const int64_t M = acc.size(0), N = split ? acc.size(1) / 2 : acc.size(1);
+  TORCH_CHECK(0 < E && E < N, "epilogue_split_codes: 0 < E < N");
+  TORCH_CHECK(row_scale.numel() == row_zc.numel() && (row_scale.numel() == 1 || row_scale.numel() == M) &&
+                  row_scale.scalar_type() == at::kFloat && row_zc.scalar_type() == at::kInt,
+              "epilogue_split_codes: float32 row scales and int32 zero points of size 1 or M");
+  TORCH_CHECK(wsum.numel() == N && col_scale.numel() == N && (!bias || bias->numel() == N) &&
+                  wsum.scalar_type() == at::kInt && col_scale.scalar_type() == at::kFloat &&
+                  (!bias || bias->scalar_type() == at::kFloat),
+              "epilogue_split_codes: per-column tensors of size N");
+  TORCH_CHECK(qparams.dim() == 2 && qparams.size(1) == 5 && qparams.scalar_type() == at::kFloat,
+              "epilogue_split_codes: float32 (Q, 5) quantizer parameters");
+  const int64_t Q = qparams.size(0);
+  const auto qp = qparams.contiguous();
+  for (int64_t q = 0; q < Q; ++q) {
+    const float* p = qp.data_ptr<float>() + q * 5;
+    TORCH_CHECK(p[2] - p[4] >= -128 && p[3] - p[4] <= 127, "epilogue_split_codes: codes do not fit int8");
+  }
+  auto codes = at::empty({Q, M, E}, acc.options().dtype(at::kChar));
+  auto z = at::empty({M, N - E}, acc.options().dtype(at::kFloat));
+  const bool per_row = row_scale.numel() == M && M > 1;
+  const auto rs = row_scale.contiguous(), zc = row_zc.contiguous();
+  const auto ws = wsum.contiguous(), cs = col_scale.contiguous();
+  const at::Tensor bc = bias ? bias->contiguous() : at::Tensor();
+  const float* bp = bias ? bc.data_ptr<float>() : nullptr;
+  const int64_t astride = split ? 2 * N : N;
+  at::parallel_for(0, M, std::max<int64_t>(1, 8192 / N), [&](int64_t m0, int64_t m1) {
+    std::vector<float> row(N), sbuf(N);
+    std::vector<int32_t> abuf(split ? N : 0);
+    for (int64_t m = m0; m < m1; ++m) {
+      const int64_t pr = per_row ? m : 0;
+      epilogue_rows_any(acc.data_ptr<int32_t>() + m * astride, row.data(), rs.data_ptr<float>() + pr,
+                        zc.data_ptr<int32_t>() + pr, false, ws.data_ptr<int32_t>(), cs.data_ptr<float>(), bp,
+                        sbuf.data(), abuf.data(), split, N, 0, 1);
+      for (int64_t q = 0; q < Q; ++q) {
+        const float* p = qp.data_ptr<float>() + q * 5;
+        codes_range_any(row.data(), codes.data_ptr<int8_t>() + (q * M + m) * E, nullptr, p, p + 1, 1, 1,
+                        p[2], p[3], p[4], 0, E);
+      }
+      std::copy(row.begin() + E, row.end(), z.data_ptr<float>() + m * (N - E));
+    }
+  });
+  return {codes, z};
+}
+
 // ------------------------------------------------------------------------ depthwise conv1d
 // Causal depthwise conv of Vim's branch on codes: for x (B, C, L) int8 codes (offset
 // applied), out[b, c, t] = float(acc) * (sx * sw[c]) + bias[c] with
@@ -1174,6 +1229,10 @@ TORCH_LIBRARY(qmamba_int, m) {
       "gemm_epilogue(Tensor acc, Tensor row_scale, Tensor row_zc, Tensor wsum, Tensor col_scale, "
       "Tensor? bias, bool split) -> Tensor",
       &gemm_epilogue);
+  m.def(
+      "epilogue_split_codes(Tensor acc, Tensor row_scale, Tensor row_zc, Tensor wsum, Tensor col_scale, "
+      "Tensor? bias, bool split, int E, Tensor qparams) -> Tensor[]",
+      &epilogue_split_codes);
   m.def(
       "dwconv1d_causal(Tensor x, Tensor w, int zc, float sx, Tensor sw, Tensor? bias) -> Tensor",
       &dwconv1d_causal);
