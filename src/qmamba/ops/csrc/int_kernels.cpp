@@ -1005,6 +1005,18 @@ std::vector<at::Tensor> conv_silu_codes(const at::Tensor& x, const at::Tensor& w
   return {codes, vals};
 }
 
+// The delta grid as the kernels take it: its base-2 form where a log grid has one
+// (check_pow2, as the scan's B grid)
+Grid delta_grid(bool uniform, double qmin, double qmax, const float* thr) {
+  Grid g;
+  g.kind = uniform ? 1 : 3;
+  g.qmin = static_cast<int32_t>(qmin);
+  g.qmax = static_cast<int32_t>(qmax);
+  g.thr = thr;
+  if (!uniform) check_pow2(g);
+  return g;
+}
+
 at::Tensor delta_codes(const at::Tensor& dt, const at::Tensor& bias, bool uniform, double s, double zp,
                        double qmin, double qmax, int64_t off, const std::optional<at::Tensor>& thr) {
   TORCH_CHECK(dt.dim() == 2 && dt.is_contiguous() && dt.scalar_type() == at::kFloat,
@@ -1017,12 +1029,7 @@ at::Tensor delta_codes(const at::Tensor& dt, const at::Tensor& bias, bool unifor
   const auto bc = bias.contiguous();
   const float* tp = uniform ? nullptr : thr->data_ptr<float>();
   const int32_t N = uniform ? 0 : static_cast<int32_t>(thr->numel());
-  Grid g;  // the base-2 form of a log grid, as the scan's B grid (check_pow2)
-  g.kind = uniform ? 1 : 3;
-  g.qmin = static_cast<int32_t>(qmin);
-  g.qmax = static_cast<int32_t>(qmax);
-  g.thr = tp;
-  if (!uniform) check_pow2(g);
+  const Grid g = delta_grid(uniform, qmin, qmax, tp);
   const Grid* pow2 = (!uniform && g.pow2) ? &g : nullptr;
   at::parallel_for(0, dt.size(0), 8, [&](int64_t r0, int64_t r1) {
     std::vector<float> buf(E);
@@ -1062,12 +1069,7 @@ at::Tensor dt_delta_codes(const at::Tensor& x, const at::Tensor& w, const at::Te
   const bool per_row = row_scale.numel() == M && M > 1;
   const float* tp = uniform ? nullptr : thr->data_ptr<float>();
   const int32_t N = uniform ? 0 : static_cast<int32_t>(thr->numel());
-  Grid g;  // as delta_codes
-  g.kind = uniform ? 1 : 3;
-  g.qmin = static_cast<int32_t>(qmin);
-  g.qmax = static_cast<int32_t>(qmax);
-  g.thr = tp;
-  if (!uniform) check_pow2(g);
+  const Grid g = delta_grid(uniform, qmin, qmax, tp);
   const Grid* pow2 = (!uniform && g.pow2) ? &g : nullptr;
   at::parallel_for(0, M, 8, [&](int64_t r0, int64_t r1) {
     std::vector<int32_t> acc(E);
