@@ -87,6 +87,24 @@ def test_integer_model_matches_simulated(model, recipe, setting, quantized, one_
 
 
 @pytest.mark.parametrize("model", ["vim", "vmamba"])
+def test_per_channel_y_and_gate_scales_run_integer(model, tmp_path, one_thread):
+    """`act.per_channel_roles` (qmamba_plus's y and gate scales): every layer and scan still
+    runs integer; Vim's fused mixer (per-tensor y and gate only) says why it is not used."""
+    cfg = QuantConfig.from_recipe("qmamba", 4, 4, calib_size=8, seed=0).replace(
+        **{"search.samples": 2, "act.per_channel_roles": ["ssm.y", "ssm.z"]})
+    net = tiny_vim() if model == "vim" else tiny_vmamba()
+    save_quantized(quantize(net, cfg, image_loader(8, SIZES[model])), tmp_path / "m")
+    imodel = to_integer(load_quantized(tmp_path / "m"))
+    _check_close(model, load_quantized(tmp_path / "m"), imodel)
+    records = layer_table(imodel)
+    assert records and all(r["integer"] for r in records), describe(imodel)
+    if model == "vim":
+        mixers = [r for r in records if r["kind"] == "mixer"]
+        assert mixers and all(not r["detail"]["fused"] and "per-tensor" in r["detail"]["why_not_fused"]
+                              for r in mixers)
+
+
+@pytest.mark.parametrize("model", ["vim", "vmamba"])
 def test_mambaquant_as_published_keeps_its_float_scan(model, quantized, one_thread):
     """mambaquant as published keeps the scan state in float (its kernel's): the scans
     stay simulated and say so, every linear / conv layer runs integer."""

@@ -62,6 +62,15 @@ def test_role_bits_validates_roles_and_bits():
         QuantConfig.from_recipe("qmamba", 4, 4).replace(role_bits={"ssm.h": 1})
 
 
+def test_per_channel_roles_takes_only_the_elementwise_points():
+    cfg = QuantConfig.from_recipe("qmamba", 4, 4).replace(**{"act.per_channel_roles": ("ssm.y", "ssm.z")})
+    assert cfg.act.per_channel_roles == ["ssm.y", "ssm.z"]
+    assert QuantConfig.from_json(cfg.to_json()) == cfg
+    for bad in (["linear_input"], ["ssm.h"], "ssm.y"):  # a GEMM input, a scan-internal point, not a list
+        with pytest.raises(ConfigError, match="per_channel_roles"):
+            QuantConfig.from_recipe("qmamba", 4, 4).replace(**{"act.per_channel_roles": bad})
+
+
 def test_parse_override_reads_json_values_and_refuses_malformed_text():
     from qmamba.quant.config import parse_override
 

@@ -66,6 +66,9 @@ class ActQuantConfig:
     observer: str = "minmax"  # minmax | percentile | mse
     percentile: float = 99.999
     per_token: bool = False  # static per-token scales (PTQ4VM)
+    # elementwise points given one static scale per channel (e.g. ["ssm.y", "ssm.z"]):
+    # y and the gate feed only elementwise products, so a channel's scale costs nothing
+    per_channel_roles: list[str] = field(default_factory=list)
     smoothing_alpha: float | None = None  # SmoothQuant-style smoothing of Linear inputs
 
 
@@ -110,6 +113,7 @@ class SearchConfig:
 # --- ViT/VLM PTQ baselines (PTQ4ViT, RepQ-ViT, Q-VLM): their recipes in qmamba.quant.recipes ---
 SEARCH_METRICS = ("mse", "hessian")
 LOG_SQRT2_ROLES = ("ssm.delta",)
+PER_CHANNEL_ROLES = ("ssm.y", "ssm.z")  # elementwise points: no GEMM reads them
 
 
 @dataclass
@@ -229,6 +233,13 @@ class QuantConfig:
             raise ConfigError(f"h_groups must be >= 1 (or 0 for one group per step), got {self.ssm.h_groups}")
         if not 0.0 < self.act.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (0, 100], got {self.act.percentile}")
+        if isinstance(self.act.per_channel_roles, str) or not isinstance(self.act.per_channel_roles, list | tuple):
+            raise ConfigError(f"act.per_channel_roles must be a list of roles, got {self.act.per_channel_roles!r}")
+        self.act.per_channel_roles = list(self.act.per_channel_roles)
+        for role in self.act.per_channel_roles:
+            if role not in PER_CHANNEL_ROLES:
+                raise ConfigError(f"act.per_channel_roles: {role!r} cannot have per-channel scales; "
+                                  f"choose from {', '.join(PER_CHANNEL_ROLES)}")
         if self.act.smoothing_alpha is not None and not 0.0 <= self.act.smoothing_alpha <= 1.0:
             raise ConfigError(f"act.smoothing_alpha must be in [0, 1] (or null), got {self.act.smoothing_alpha}")
         if self.search.samples < 1 or not self.search.candidates or min(self.search.candidates) <= 0:

@@ -123,3 +123,24 @@ def test_role_bits_sets_the_width_of_one_role_and_none_keeps_it_float(vim_model)
     assert h and all(p.quantizer.bits == 8 for p in h)
     assert c and all(p.quantizer is None for p in c)
     assert u and all(p.quantizer.bits == 4 for p in u)
+
+
+@pytest.mark.parametrize("model_name", ["vim_model", "vmamba_model"])
+def test_per_channel_roles_give_y_and_the_gate_a_scale_per_channel(request, tmp_path, model_name):
+    model, size = request.getfixturevalue(model_name), 28 if model_name == "vim_model" else 32
+    cfg = QuantConfig.from_recipe("qmamba", 4, 4, calib_size=8).replace(
+        **FAST_SEARCH, **{"act.per_channel_roles": ["ssm.y", "ssm.z"]})
+    q = quantize(model, cfg, image_loader(8, size))
+    points = dict(iter_points(q))
+    channel = [p for p in points.values() if p.role in ("ssm.y", "ssm.z")]
+    assert channel and any(p.role == "ssm.y" for p in channel)
+    for p in channel:  # (1, d, 1) on the (b, d, l) tensors: a scale and a zero point per channel
+        qz = p.quantizer
+        assert qz.granularity == "channel" and qz.bits == 4
+        assert qz.scale.dim() == 3 and qz.scale.shape[0] == qz.scale.shape[2] == 1 and qz.scale.shape[1] > 1
+        assert qz.zero_point.shape == qz.scale.shape
+    others = [p for p in points.values() if p.role == "ssm.u"]
+    assert others and all(p.quantizer.scale.numel() == 1 for p in others)  # the rest stays per tensor
+    save_quantized(q, tmp_path / "m")
+    x = image_loader(8, size, seed=4)[0][0]
+    assert torch.equal(load_quantized(tmp_path / "m")(x), q(x))

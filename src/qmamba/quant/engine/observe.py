@@ -46,6 +46,7 @@ def new_observer(plan: PointPlan, config: QuantConfig):
         kind=kind,
         percentile=percentile,
         per_token=per_token,
+        per_channel=role in config.act.per_channel_roles,
         channel_axis=plan.point.channel_axis,
         track_channels=config.act.smoothing_alpha is not None and role == "linear_input",
     )

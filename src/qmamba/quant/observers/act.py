@@ -21,12 +21,14 @@ class ActObserver:
         kind: str = "minmax",
         percentile: float = 99.999,
         per_token: bool = False,
+        per_channel: bool = False,
         channel_axis: int = -1,
         track_channels: bool = False,
     ):
         self.kind = kind
         self.percentile = percentile
         self.per_token = per_token
+        self.per_channel = per_channel
         self.channel_axis = channel_axis
         self.track_channels = track_channels
         self._inner = None
@@ -37,6 +39,8 @@ class ActObserver:
         if self.per_token:  # every axis except the batch and the channels
             channel = self.channel_axis % x.dim()
             keep = tuple(d for d in range(1, x.dim()) if d != channel)
+        elif self.per_channel:
+            keep = (self.channel_axis % x.dim(),)
         # bounded samples: calibration visits every point of every block, often twice
         if self.kind == "percentile":
             return PercentileObserver(percentile=self.percentile, keep_dims=keep, max_samples=SAMPLES)
