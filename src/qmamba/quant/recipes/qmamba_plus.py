@@ -66,6 +66,18 @@ def fine_search(cfg: QuantConfig) -> None:
     cfg.search.refine = REFINE_STEP
 
 
+def channel_scales(cfg: QuantConfig) -> None:
+    """Per-channel static scales at the scan's output y and the gate silu(z) (ours in this
+    recipe: every other recipe here, as its paper publishes it, keeps them per tensor).
+
+    Both points feed only elementwise products (Q_y(y) + D u, times Q_z(silu(z))), so a
+    scale per channel changes no GEMM and costs d floats per point; the codes stay at the
+    setting's bit width. Chosen because, with everything else of `qmamba_plus`, y and the
+    gate were the points whose quantization cost most on the tuning images
+    (docs/design.md, "qmamba_plus")."""
+    cfg.act.per_channel_roles = ["ssm.y", "ssm.z"]
+
+
 @dataclass(frozen=True)
 class Addition:
     row: str  # the ablation row that leaves it out
@@ -79,14 +91,17 @@ ADDITIONS = (
     Addition("qmamba_plus_no_tuning", "PTQ4VM's per-token scales and tuning",
              "PTQ4VM's per-token scales and block tuning", block_tuning),
     Addition("qmamba_plus_no_fine_search", "the fine search", "the refining search sweep", fine_search),
+    Addition("qmamba_plus_no_channel_scales", "per-channel y and gate scales",
+             "the per-channel scales of y and the gate", channel_scales),
 )
 
 
 @register_recipe(PLUS, group="method", demo_settings=PLUS_DEMO_SETTINGS,
                  summary="ours: QMamba (LtSQ + TGQ on the strong base) + MambaQuant's rotations "
-                         "+ PTQ4VM's per-token scales and block tuning + a coarse-to-fine clipping search")
+                         "+ PTQ4VM's per-token scales and block tuning + a coarse-to-fine clipping search "
+                         "+ per-channel scales of y and the gate")
 def qmamba_plus(cfg: QuantConfig) -> None:
-    """QMamba plus three additions, each chosen on the tuning images (docs/design.md,
+    """QMamba plus four additions, each chosen on the tuning images (docs/design.md,
     "qmamba_plus") and each with its ablation row:
 
     - from QMamba (arXiv 2501.13624), unchanged: LtSQ for A_bar, B_bar u and delta, TGQ
@@ -98,7 +113,9 @@ def qmamba_plus(cfg: QuantConfig) -> None:
       block-wise learning of smoothing factors and step sizes (`block_tuning`);
     - new here: a coarse-to-fine block-output clipping search (`fine_search`): a second
       sweep tries +-0.05 around each point's chosen clipping ratio, once the points after
-      it are quantized; and the block tuning runs after the search, in minibatches.
+      it are quantized; and the block tuning runs after the search, in minibatches;
+    - new here: per-channel static scales of the scan's output y and of the gate
+      (`channel_scales`): elementwise points, so the scale per channel is free.
 
     Every point stays at the setting's bit width (W4A4 is W4A4: no point is kept wider).
     """
