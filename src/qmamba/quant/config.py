@@ -237,9 +237,7 @@ class QuantConfig:
             raise ConfigError(f"act.per_channel_roles must be a list of roles, got {self.act.per_channel_roles!r}")
         self.act.per_channel_roles = list(self.act.per_channel_roles)
         for role in self.act.per_channel_roles:
-            if role not in PER_CHANNEL_ROLES:
-                raise ConfigError(f"act.per_channel_roles: {role!r} cannot have per-channel scales; "
-                                  f"choose from {', '.join(PER_CHANNEL_ROLES)}")
+            _check_choice(role, PER_CHANNEL_ROLES, "each of act.per_channel_roles")
         if self.act.smoothing_alpha is not None and not 0.0 <= self.act.smoothing_alpha <= 1.0:
             raise ConfigError(f"act.smoothing_alpha must be in [0, 1] (or null), got {self.act.smoothing_alpha}")
         if self.search.samples < 1 or not self.search.candidates or min(self.search.candidates) <= 0:

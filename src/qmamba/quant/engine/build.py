@@ -36,8 +36,7 @@ def build_quantizer(plan: PointPlan, config: QuantConfig, directions: dict[int, 
     if role == "ssm.delta":
         return builders.delta_quantizer(obs, bits, config.ssm, clip, symmetric=symmetric)
     xmin, xmax = obs.range(bits)
-    granularity = "token" if obs.per_token else "channel" if obs.per_channel else "tensor"
-    return builders.act_quantizer(xmin, xmax, bits, clip, granularity, symmetric)
+    return builders.act_quantizer(xmin, xmax, bits, clip, obs.granularity, symmetric)
 
 
 def search_candidates(plan: PointPlan, config: QuantConfig) -> list:

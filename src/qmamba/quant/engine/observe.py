@@ -35,7 +35,11 @@ def new_observer(plan: PointPlan, config: QuantConfig):
         return WeightCapture()
     if role in ("ssm.A", "ssm.B", "ssm.h"):
         return ScanPointObserver(includes_u=config.ssm.b_includes_u)
-    per_token = config.act.per_token and role == "linear_input" and not plan.point.tags
+    granularity = "tensor"
+    if config.act.per_token and role == "linear_input" and not plan.point.tags:
+        granularity = "token"
+    elif role in config.act.per_channel_roles:
+        granularity = "channel"
     kind, percentile = config.act.observer, config.act.percentile
     if role == "ssm.u" and config.outlier.u_percentile is not None:  # Quamba's clipped SSM input
         kind, percentile = "percentile", config.outlier.u_percentile
@@ -45,8 +49,7 @@ def new_observer(plan: PointPlan, config: QuantConfig):
     return ActObserver(
         kind=kind,
         percentile=percentile,
-        per_token=per_token,
-        per_channel=role in config.act.per_channel_roles,
+        granularity=granularity,
         channel_axis=plan.point.channel_axis,
         track_channels=config.act.smoothing_alpha is not None and role == "linear_input",
     )

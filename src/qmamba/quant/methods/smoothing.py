@@ -65,7 +65,7 @@ def apply_smoothing(block: nn.Module, plans, config: QuantConfig, inputs, alpha:
     run_block(block, inputs)
     for p_in, p_w, s in pairs:
         xmin, xmax = p_in.observer.range(p_in.bits)
-        inner = builders.act_quantizer(xmin, xmax, p_in.bits, 1.0, "token" if p_in.observer.per_token else "tensor")
+        inner = builders.act_quantizer(xmin, xmax, p_in.bits, 1.0, p_in.observer.granularity)
         p_in.point.quantizer = SmoothedInput(inner, s, p_in.point.channel_axis)
         w = p_w.observer.weight * s.view(1, -1)
         p_w.point.quantizer = SmoothedWeight(

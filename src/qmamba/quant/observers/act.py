@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from qmamba.quant.observers.base import MinMaxObserver, MSEObserver, PercentileObserver
+from qmamba.quant.primitives import per_channel
 
 SAMPLES = 1 << 16  # values kept per point (per tensor) for percentile / MSE
 MSE_CANDIDATES = 20  # clipping ratios tried by the MSE observer
@@ -20,15 +21,13 @@ class ActObserver:
         self,
         kind: str = "minmax",
         percentile: float = 99.999,
-        per_token: bool = False,
-        per_channel: bool = False,
+        granularity: str = "tensor",
         channel_axis: int = -1,
         track_channels: bool = False,
     ):
         self.kind = kind
         self.percentile = percentile
-        self.per_token = per_token
-        self.per_channel = per_channel
+        self.granularity = granularity  # tensor | token | channel: the quantizer's, too
         self.channel_axis = channel_axis
         self.track_channels = track_channels
         self._inner = None
@@ -36,11 +35,11 @@ class ActObserver:
 
     def _make_inner(self, x: torch.Tensor):
         keep = ()
-        if self.per_token:  # every axis except the batch and the channels
-            channel = self.channel_axis % x.dim()
+        channel = self.channel_axis % x.dim()
+        if self.granularity == "token":  # every axis except the batch and the channels
             keep = tuple(d for d in range(1, x.dim()) if d != channel)
-        elif self.per_channel:
-            keep = (self.channel_axis % x.dim(),)
+        elif self.granularity == "channel":
+            keep = per_channel(channel)
         # bounded samples: calibration visits every point of every block, often twice
         if self.kind == "percentile":
             return PercentileObserver(percentile=self.percentile, keep_dims=keep, max_samples=SAMPLES)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from qmamba.quant.config import PER_CHANNEL_ROLES
 from qmamba.quant.recipes.qmamba import qmamba
 from qmamba.quant.recipes.registry import register_recipe
 
@@ -75,7 +76,7 @@ def channel_scales(cfg: QuantConfig) -> None:
     setting's bit width. Chosen because, with everything else of `qmamba_plus`, y and the
     gate were the points whose quantization cost most on the tuning images
     (docs/design.md, "qmamba_plus")."""
-    cfg.act.per_channel_roles = ["ssm.y", "ssm.z"]
+    cfg.act.per_channel_roles = list(PER_CHANNEL_ROLES)
 
 
 @dataclass(frozen=True)
