@@ -7,7 +7,6 @@ import torch
 from int_helpers import ISAS
 
 from qmamba.integer.codes import DeltaTable
-from qmamba.integer.layers import epilogue_reference
 from qmamba.integer.fused_reference import (
     conv_silu_codes_ref,
     delta_codes_ref,
@@ -15,6 +14,7 @@ from qmamba.integer.fused_reference import (
     silu_f32,
     softplus_f32,
 )
+from qmamba.integer.layers import epilogue_reference
 from qmamba.ops.int_extension import int_kernels
 from qmamba.quant.quantizers import LogQuantizer, UniformQuantizer
 
