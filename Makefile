@@ -32,8 +32,7 @@ accuracy: $(STAMP)
 # (58 runs, 81 min of run time measured on a busy 2-core machine): runs/accuracy_plus/{w4a4,w8}/accuracy.md
 accuracy-plus: $(STAMP)
 	$(PY) -m qmamba.bench accuracy --out runs/accuracy_plus/w4a4 --settings W4A4 --seeds 0 1 2 \
-		--recipes qmamba qmamba_plus qmamba_plus_no_rot qmamba_plus_no_tuning qmamba_plus_no_fine_search \
-		qmamba_plus_no_channel_scales
+		--recipes qmamba qmamba_plus qmamba_plus_no_rot qmamba_plus_no_tuning qmamba_plus_no_channel_scales
 	$(PY) -m qmamba.bench accuracy --out runs/accuracy_plus/w8 --settings W8A8 W4A8 --seeds 0 1 2 \
 		--recipes qmamba qmamba_plus
 
