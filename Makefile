@@ -7,8 +7,8 @@ STAMP := .venv/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --no-cache-dir --upgrade --quiet pip
+	$(PY) -m pip install --no-cache-dir --quiet -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     from qmamba.quant.config import QuantConfig
 
 PLUS = "qmamba_plus"
-# not in the demo (`make demo`: 10 minutes on 2 cores): with its block tuning it calibrates
-# the built-in models in about 3x QMamba's time (accuracy_plus/w4a4/accuracy.md);
-# `make accuracy-plus` runs it and its ablation rows
+# not in the demo (`make demo`: 10 minutes on 2 cores): with its rotations and block tuning
+# it calibrates in about 2x QMamba's time (vim_tiny 224: 1.99x,
+# benchmarks/results/calibration_vim_tiny_256.json); `make accuracy-plus` runs it and its
+# ablation rows
 PLUS_DEMO_SETTINGS: tuple[str, ...] = ()
 ABLATION_DEMO_SETTINGS: tuple[str, ...] = ()
 # PTQ4VM's tuning in minibatches: 35 Adam steps of 8 images per block, after the search.
