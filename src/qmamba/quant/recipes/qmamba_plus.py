@@ -20,10 +20,9 @@ PLUS = "qmamba_plus"
 # ablation rows
 PLUS_DEMO_SETTINGS: tuple[str, ...] = ()
 ABLATION_DEMO_SETTINGS: tuple[str, ...] = ()
-# PTQ4VM's tuning in minibatches: 35 Adam steps of 8 images per block, after the search.
-# 35 rather than 50, and no refining search sweep (`search.refine`, the fourth addition
-# until then): the cheapest-to-dearest candidates that fit issue 16's calibration budget
-# (2x qmamba's time), ranked on the tuning images (docs/design.md, "qmamba_plus" step 7)
+# PTQ4VM's tuning in minibatches: 35 Adam steps of 8 images per block, after the search
+# (50 and a refining search sweep until the calibration budget, 2x qmamba's time, was
+# met: the best on the tuning images of the variants that fit; docs/design.md step 7)
 TUNE_BATCH = 8
 TUNE_STEPS = 35
 
