@@ -1,11 +1,12 @@
 """The InputRotation slot of QuantLinear: identity by default, exact folding when set."""
+import pytest
 import torch
 import torch.nn.functional as F
 
 from qmamba.models.vmamba_blocks import QuantLinear2d
 from qmamba.nn.layers import QuantLinear
 from qmamba.nn.rotation import InputRotation, idle_rotation_points
-from qmamba.quant.methods.hadamard import hadamard_matrix, random_orthogonal
+from qmamba.quant.methods.hadamard import hadamard_matrix, kronecker_factors, random_orthogonal
 
 
 def _layer(cls, n_in=12, n_out=5, **kw):
@@ -67,3 +68,38 @@ def test_layers_without_input_point_own_one_in_their_slot():
     layer.input_rotation.quant.observer = seen.append
     layer(torch.randn(2, 12))
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize("cls,n", [(QuantLinear, 48), (QuantLinear, 384), (QuantLinear2d, 96)])
+def test_kronecker_slot_is_its_dense_reference_and_keeps_the_float_output(cls, n):
+    """Fast path (factor by factor) against the reference (the dense product with the
+    stored matrix), with smoothing, channels last and channels first."""
+    layer = _layer(cls, n, 5)
+    x = torch.randn(2, n, 3, 4) if cls is QuantLinear2d else torch.randn(2, 7, n)
+    x = x * torch.linspace(0.1, 20, n).view((1, n, 1, 1) if cls is QuantLinear2d else (1, 1, n))
+    with torch.no_grad():
+        ref = layer(x)
+    s = torch.rand(n) + 0.5
+    slot = layer.input_rotation
+    slot.set(hadamard_matrix(n, structured=True), smooth=s, kind="hadamard_kron", factors=kronecker_factors(n))
+    with torch.no_grad():
+        layer.weight.copy_(slot.fold_into_weight(layer.weight))
+    fast, dense = slot.transform(x), slot.transform_reference(x)
+    torch.testing.assert_close(fast, dense, atol=1e-5 * float(dense.abs().max()), rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), ref, atol=1e-4 * float(ref.abs().max()), rtol=1e-4)
+    # the factors are rebuilt from (m, s), not stored: the state dict has the one matrix
+    assert {k for k in layer.state_dict() if k.startswith("input_rotation.")} == {
+        "input_rotation.matrix", "input_rotation.smooth"}
+    assert slot.describe()["factors"] == list(kronecker_factors(n))
+
+
+def test_kronecker_slot_rejects_factors_of_another_size_and_dense_slots_record_none():
+    slot = InputRotation()
+    with pytest.raises(ValueError, match="not the Kronecker Hadamard factors"):
+        slot.set(hadamard_matrix(48, structured=True), factors=(4, 12))
+    slot.set(hadamard_matrix(48))
+    assert slot.factors is None and "factors" not in slot.describe()
+    slot.set(hadamard_matrix(48, structured=True), factors=(12, 4))
+    slot.set(hadamard_matrix(48))  # set again: the factor buffers go with the old matrix
+    assert slot.factors is None and not hasattr(slot, "kron_p")

@@ -164,6 +164,10 @@ class OutlierConfig:
     smooth_alpha: float | None = None  # smoothing before that Hadamard, "smooth-fused" (MambaQuant: 0.5)
     klt: bool = False  # KLT-enhanced rotation K H of in_proj / fc1 inputs and of dt_proj's (MambaQuant)
     hadamard_inner: bool = False  # online Hadamard of Vim x_proj's and VMamba fc2's inputs (MambaQuant)
+    # the Hadamard matrices in their Kronecker form P (x) S (smallest Paley factor), the
+    # online ones applied factor by factor; False: the largest Paley factor, a dense product
+    # (qmamba.quant.methods.hadamard)
+    fast_hadamard: bool = False
 
     @property
     def rotates(self) -> bool:

@@ -239,8 +239,14 @@ def _restore_rotations(model: nn.Module, rotations: dict, meta_path: Path) -> No
         if not isinstance(slot, InputRotation):
             raise CheckpointError(f"{meta_path}: rotation slot {name} does not exist in the model")
         n = int(entry["size"])
-        slot.set(torch.eye(n), torch.ones(n) if entry["smoothing"] else None, online=entry["online"],
-                 kind=entry.get("kind", ""))
+        factors = entry.get("factors")
+        if factors is not None and (not isinstance(factors, list) or len(factors) != 2):
+            raise CheckpointError(f"{meta_path}: rotation slot {name} has factors {factors!r} (want [m, s])")
+        try:
+            slot.set(torch.eye(n), torch.ones(n) if entry["smoothing"] else None, online=entry["online"],
+                     kind=entry.get("kind", ""), factors=None if factors is None else tuple(factors))
+        except ValueError as err:
+            raise CheckpointError(f"{meta_path}: rotation slot {name}: {err}") from None
 
 
 def _is_coded(key: str, meta: dict) -> bool:

@@ -70,3 +70,42 @@ def test_mambaquant_quantizes_x_proj_input_in_the_rotated_basis(vim_model):
     sqnr = point_sqnr(q, [image_loader(8, 28, seed=6)[0][0]])
     assert sqnr["layers.0.mixer.x_proj.input_rotation.quant"] > 20.0  # 8-bit, rotated u
     assert all(v is not None for v in sqnr.values())
+
+
+@pytest.mark.parametrize("model_name,size", MODELS)
+def test_fast_hadamard_rotates_factor_by_factor_and_reloads_bit_identically(tmp_path, request, model_name, size):
+    """`outlier.fast_hadamard`: the online Hadamard slots take the Kronecker form (their
+    factors recorded and restored), the KLT ones stay dense; the float output is kept."""
+    model = request.getfixturevalue(model_name)
+    cfg = QuantConfig.from_recipe("mambaquant", 4, 4, calib_size=8).replace(**{"outlier.fast_hadamard": True})
+    q = quantize(model, cfg, image_loader(8, size))
+    kinds = {n: r["kind"] for n, r in q.qmamba_info["rotations"].items()}
+    assert {k for k in kinds.values()} == {"hadamard_kron", "klt_hadamard_kron"}
+    assert all(("factors" in r) == (r["kind"] == "hadamard_kron") for r in q.qmamba_info["rotations"].values())
+    x = image_loader(8, size, seed=4)[0][0]
+    with torch.no_grad():
+        out = q(x)
+    save_quantized(q, tmp_path / "m")
+    reloaded = load_quantized(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), out)
+    slots = {n: m for n, m in reloaded.named_modules() if n.endswith("input_rotation") and m.active}
+    assert {n for n, m in slots.items() if m.factors is not None} == {
+        n + ".input_rotation" for n, k in kinds.items() if k == "hadamard_kron"}
+
+
+def test_a_saved_rotation_with_wrong_factors_is_a_checkpoint_error(tmp_path, vim_model):
+    import json
+
+    from qmamba.errors import CheckpointError
+    from qmamba.quant.serialize import META_FILE
+
+    cfg = QuantConfig.from_recipe("quamba", 8, 8, calib_size=8).replace(**{"outlier.fast_hadamard": True})
+    save_quantized(quantize(vim_model, cfg, image_loader(8, 28)), tmp_path / "m")
+    meta_path = tmp_path / "m" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    name = next(iter(meta["rotations"]))
+    meta["rotations"][name]["factors"] = [3, 5]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="factors"):
+        load_quantized(tmp_path / "m")

@@ -16,6 +16,16 @@ GF(q) arithmetic) has a true Hadamard matrix, e.g. 48 = 12 * 4, 96 = 12 * 8,
 (6, a dt rank; any n not a multiple of 4 except 1 and 2) have no Hadamard matrix or none
 built here: `mixing_rotation` then falls back to a seeded random orthogonal matrix (QR
 of a Gaussian matrix, signs fixed by R's diagonal) and says so in its `kind`.
+
+Two forms of the same order (both Hadamard, both orthonormal after 1 / sqrt(n)):
+
+- the default takes the *largest* Paley factor (384 = Paley(383) x 1): an unstructured
+  matrix, applied online as a dense (n, n) product. The published `quamba` and
+  `mambaquant` tables use it.
+- `structured=True` takes the *smallest* Paley order m (384 = Paley(11) x Sylvester(32),
+  m = 12), so H = P (x) S can be applied factor by factor (`kronecker_apply`):
+  x (m, s) -> P^T x S, m s (m + s) multiply-adds per row instead of n^2 (384: 16,896
+  against 147,456). `outlier.fast_hadamard` asks for it (`qmamba_plus`).
 """
 from __future__ import annotations
 
@@ -100,12 +110,67 @@ def _hadamard_pm1(n: int) -> torch.Tensor | None:
     return torch.kron(paley(q), sylvester(n // m)) if q is not None else None
 
 
-def hadamard_matrix(n: int) -> torch.Tensor | None:
-    """(n, n) orthonormal Hadamard matrix H / sqrt(n) (float64), or None when this module
-    has no construction for n."""
+def kronecker_factors(n: int) -> tuple[int, int] | None:
+    """(m, s) with n = m * s, s a power of two and m = 1 or the smallest Paley order that
+    leaves one (the structured form's factors), or None when there is none here."""
     if n < 1:
         raise ValueError(f"matrix size must be positive, got {n}")
-    h = _hadamard_pm1(n)
+    if _is_power_of_two(n):
+        return 1, n
+    s = n & -n  # the largest power of two dividing n
+    while s >= 1:
+        m = n // s
+        if _paley_prime_for(m) is not None:
+            return m, s
+        s //= 2
+    return None
+
+
+@lru_cache(maxsize=64)
+def _paley_pm1(m: int) -> torch.Tensor:
+    """(m, m) +-1 Paley matrix of order m (the [1] of order 1)."""
+    if m == 1:
+        return torch.ones(1, 1, dtype=torch.float64)
+    q = _paley_prime_for(m)
+    if q is None:
+        raise ValueError(f"no Paley matrix of order {m} here")
+    return paley(q)
+
+
+def kronecker_pair(n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(P, S): the +-1 factors (float64) of the structured Hadamard matrix of order n,
+    H = P (x) S, or None when there is none here."""
+    factors = kronecker_factors(n)
+    if factors is None:
+        return None
+    m, s = factors
+    return _paley_pm1(m), sylvester(s)
+
+
+def kronecker_apply(x: torch.Tensor, p: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """x @ (P (x) S) along x's last axis, factor by factor (x (..., m s); P (m, m); S (s, s);
+    any P and S, e.g. a scaled P).
+
+    Index i = a s + b of x is (a, b) of the (m, s) view X, and (P (x) S)[(a, b), (c, d)] =
+    P[a, c] S[b, d], so the product is P^T X S (two small GEMMs, no (n, n) matrix)."""
+    m, sz = p.shape[0], s.shape[0]
+    lead = x.shape[:-1]
+    xs = x.reshape(-1, m, sz) @ s  # (N, m, s): X S
+    y = torch.matmul(p.t(), xs)  # (N, m, s): P^T (X S), P^T broadcast over the rows
+    return y.reshape(*lead, m * sz)
+
+
+def hadamard_matrix(n: int, structured: bool = False) -> torch.Tensor | None:
+    """(n, n) orthonormal Hadamard matrix H / sqrt(n) (float64), or None when this module
+    has no construction for n. `structured`: the Kronecker form P (x) S with the smallest
+    Paley factor (`kronecker_pair`), else the largest Paley factor's."""
+    if n < 1:
+        raise ValueError(f"matrix size must be positive, got {n}")
+    if structured:
+        pair = kronecker_pair(n)
+        h = None if pair is None else torch.kron(*pair)
+    else:
+        h = _hadamard_pm1(n)
     return None if h is None else h / float(n) ** 0.5
 
 
@@ -118,10 +183,11 @@ def random_orthogonal(n: int, seed: int) -> torch.Tensor:
     return q * torch.sign(torch.diagonal(r))[None, :]
 
 
-def mixing_rotation(n: int, seed: int = 0) -> tuple[torch.Tensor, str]:
-    """(R, kind): the orthonormal Hadamard matrix of order n ("hadamard"), or a seeded
-    random orthogonal matrix where none is built here ("random_orthogonal")."""
-    h = hadamard_matrix(n)
+def mixing_rotation(n: int, seed: int = 0, structured: bool = False) -> tuple[torch.Tensor, str]:
+    """(R, kind): the orthonormal Hadamard matrix of order n ("hadamard"; structured:
+    "hadamard_kron", the Kronecker form), or a seeded random orthogonal matrix where none
+    is built here ("random_orthogonal")."""
+    h = hadamard_matrix(n, structured)
     if h is not None:
-        return h, "hadamard"
+        return h, "hadamard_kron" if structured else "hadamard"
     return random_orthogonal(n, seed), "random_orthogonal"

@@ -30,7 +30,7 @@ from qmamba.models.contract import RotationSites
 from qmamba.nn.point import QuantPoint
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.engine.mechanism import Mechanism
-from qmamba.quant.methods.hadamard import mixing_rotation
+from qmamba.quant.methods.hadamard import kronecker_factors, mixing_rotation
 
 SMOOTH_MIN = 1e-5
 
@@ -66,15 +66,15 @@ class InputStatistics:
         return (self.gram - self.count * torch.outer(mean, mean)) / (self.count - 1)
 
 
-def klt_rotation(cov: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, str]:
+def klt_rotation(cov: torch.Tensor, seed: int = 0, structured: bool = False) -> tuple[torch.Tensor, str]:
     """(K H, kind): the KLT-enhanced rotation of a covariance (float64).
 
     K: eigenvectors of `cov` (columns, eigh), so x K has a diagonal covariance; H: the
     orthonormal Hadamard matrix, which gives every channel of x K H the same variance
     trace(cov) / n (a seeded random orthogonal matrix where no Hadamard matrix exists)."""
     _, k = torch.linalg.eigh(cov.double())
-    h, kind = mixing_rotation(cov.shape[0], seed)
-    return k @ h, f"klt_{kind}"
+    h, kind = mixing_rotation(cov.shape[0], seed, structured)
+    return k @ h, f"klt_{kind}"  # dense: K has no structure
 
 
 def smoothing_factors(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -91,8 +91,10 @@ def rotation_sites(model: nn.Module) -> RotationSites:
 
 def _rotate(layer: nn.Module, matrix: torch.Tensor, kind: str, smooth: torch.Tensor | None = None,
             online: bool = True) -> None:
-    """Set the layer's slot and fold its weight (float output unchanged)."""
-    layer.input_rotation.set(matrix, smooth, online=online, kind=kind)
+    """Set the layer's slot and fold its weight (float output unchanged); a Kronecker
+    Hadamard matrix ("hadamard_kron") is applied factor by factor online."""
+    factors = kronecker_factors(matrix.shape[0]) if kind == "hadamard_kron" else None
+    layer.input_rotation.set(matrix, smooth, online=online, kind=kind, factors=factors)
     with torch.no_grad():
         layer.weight.copy_(layer.input_rotation.fold_into_weight(layer.weight))
 
@@ -128,13 +130,14 @@ def apply_outlier_transforms(model: nn.Module, config: QuantConfig, images, devi
     needs_max = sites["ssm_output"] if cfg.hadamard_out_proj and cfg.smooth_alpha is not None else []
     stats = _collect(model, needs_cov + needs_max, images, device) if needs_cov + needs_max else {}
     seed = config.seed
+    structured = cfg.fast_hadamard
 
     if cfg.klt:
         for layer in sites["norm_input"]:
-            r, kind = klt_rotation(stats[id(layer)].covariance(), seed)
+            r, kind = klt_rotation(stats[id(layer)].covariance(), seed, structured)
             _rotate(layer, r, kind)
         for producer, rows, consumer in sites["folded"]:
-            r, kind = klt_rotation(stats[id(consumer)].covariance(), seed)
+            r, kind = klt_rotation(stats[id(consumer)].covariance(), seed, structured)
             r = r.float().double()  # the float32 matrix the slot keeps, folded on both sides
             w = producer.weight.detach().double()  # (out, in): rows [0, rows) feed the consumer
             w[:rows] = r.T @ w[:rows]
@@ -142,14 +145,14 @@ def apply_outlier_transforms(model: nn.Module, config: QuantConfig, images, devi
             _rotate(consumer, r, kind, online=False)
     if cfg.hadamard_out_proj:
         for layer in sites["ssm_output"]:
-            h, kind = mixing_rotation(layer.in_features, seed)
+            h, kind = mixing_rotation(layer.in_features, seed, structured)
             smooth = None
             if cfg.smooth_alpha is not None:
                 smooth = smoothing_factors(stats[id(layer)].absmax, layer.weight, cfg.smooth_alpha)
             _rotate(layer, h, kind, smooth)
     if cfg.hadamard_inner:
         for layer in sites["inner"]:
-            h, kind = mixing_rotation(layer.in_features, seed)
+            h, kind = mixing_rotation(layer.in_features, seed, structured)
             _rotate(layer, h, kind)
     names = {id(m): n for n, m in model.named_modules()}
     return {
