@@ -692,8 +692,9 @@ QI_INLINE void fill_channel(const ScanArgs& a, int64_t c, ChannelTables& T) {
   const int64_t n = a.n, G = a.h.G;
   const float* sA = a.a.scale + c * n;
   const float* sB = a.b.scale + c * n;
+  const double two_f1 = std::ldexp(1.0, a.F), two_f2 = std::ldexp(1.0, a.F2);  // exact powers of two
   for (int64_t k = 0; k < n; ++k) {
-    T.s2[k] = static_cast<int32_t>(std::nearbyint(static_cast<double>(sA[k]) * std::ldexp(1.0, a.F2)));
+    T.s2[k] = static_cast<int32_t>(std::nearbyint(static_cast<double>(sA[k]) * two_f2));
     T.invB[k] = 1.0f / sB[k];
     T.zpB[k] = a.b.zp[c * n + k];
   }
@@ -714,9 +715,8 @@ QI_INLINE void fill_channel(const ScanArgs& a, int64_t c, ChannelTables& T) {
       for (int64_t k = 0; k < n; ++k) {
         const double ratio = static_cast<double>(a.h.scale[(gp * a.d + c) * n + k]) /
                              static_cast<double>(a.h.scale[(g * a.d + c) * n + k]);
-        T.m1[g * n + k] = static_cast<int64_t>(std::nearbyint(ratio * std::ldexp(1.0, a.F)));
-        T.m2[g * n + k] = static_cast<int64_t>(
-            std::nearbyint((ratio * static_cast<double>(sA[k])) * std::ldexp(1.0, a.F2)));
+        T.m1[g * n + k] = static_cast<int64_t>(std::nearbyint(ratio * two_f1));
+        T.m2[g * n + k] = static_cast<int64_t>(std::nearbyint((ratio * static_cast<double>(sA[k])) * two_f2));
       }
     }
   }
