@@ -29,7 +29,7 @@ accuracy: $(STAMP)
 	$(PY) -m qmamba.bench accuracy --out runs/accuracy --settings W4A6 W4A4 --seeds 0 1 2 --recipes $(ACCURACY_RECIPES)
 
 # qmamba_plus (issue 16) against qmamba, its ablation rows at W4A4, and both at W8A8 / W4A8
-# (58 runs, 31 min of run time, one core per run): runs/accuracy_plus/{w4a4,w8}/accuracy.md
+# (58 runs, 24 min of run time, one core per run): runs/accuracy_plus/{w4a4,w8}/accuracy.md
 accuracy-plus: $(STAMP)
 	$(PY) -m qmamba.bench accuracy --out runs/accuracy_plus/w4a4 --settings W4A4 --seeds 0 1 2 \
 		--recipes qmamba qmamba_plus qmamba_plus_no_rot qmamba_plus_no_tuning qmamba_plus_no_channel_scales
