@@ -83,21 +83,22 @@ class InputRotation(nn.Module):
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """T(x) = (x / s) R along the channel axis (whatever `online` says); a Kronecker
         Hadamard R factor by factor (equal to `transform_reference` up to float rounding)."""
-        if self.factors is None:
-            return self.transform_reference(x)
-        axis = self.channel_axis % x.dim()
-        xc = x.movedim(axis, -1)  # (..., n)
-        if self.smoothed:
-            xc = xc / self.smooth.to(xc.dtype)
-        return kronecker_apply(xc, self.kron_p.to(xc.dtype), self.kron_s.to(xc.dtype)).movedim(-1, axis)
+        return self._rotate(x, factored=self.factors is not None)
 
     def transform_reference(self, x: torch.Tensor) -> torch.Tensor:
         """T(x) = (x / s) R as one dense product with `matrix`."""
+        return self._rotate(x, factored=False)
+
+    def _rotate(self, x: torch.Tensor, factored: bool) -> torch.Tensor:
         axis = self.channel_axis % x.dim()
         xc = x.movedim(axis, -1)  # (..., n)
         if self.smoothed:
             xc = xc / self.smooth.to(xc.dtype)
-        return (xc @ self.matrix.to(xc.dtype)).movedim(-1, axis)
+        if factored:
+            y = kronecker_apply(xc, self.kron_p.to(xc.dtype), self.kron_s.to(xc.dtype))  # (..., n)
+        else:
+            y = xc @ self.matrix.to(xc.dtype)  # (..., n)
+        return y.movedim(-1, axis)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:

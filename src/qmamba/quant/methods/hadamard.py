@@ -110,6 +110,9 @@ def _hadamard_pm1(n: int) -> torch.Tensor | None:
     return torch.kron(paley(q), sylvester(n // m)) if q is not None else None
 
 
+KRONECKER_KIND = "hadamard_kron"  # `mixing_rotation`'s kind for the structured form
+
+
 def kronecker_factors(n: int) -> tuple[int, int] | None:
     """(m, s) with n = m * s, s a power of two and m = 1 or the smallest Paley order that
     leaves one (the structured form's factors), or None when there is none here."""
@@ -189,5 +192,5 @@ def mixing_rotation(n: int, seed: int = 0, structured: bool = False) -> tuple[to
     is built here ("random_orthogonal")."""
     h = hadamard_matrix(n, structured)
     if h is not None:
-        return h, "hadamard_kron" if structured else "hadamard"
+        return h, KRONECKER_KIND if structured else "hadamard"
     return random_orthogonal(n, seed), "random_orthogonal"

@@ -30,7 +30,7 @@ from qmamba.models.contract import RotationSites
 from qmamba.nn.point import QuantPoint
 from qmamba.quant.config import QuantConfig
 from qmamba.quant.engine.mechanism import Mechanism
-from qmamba.quant.methods.hadamard import kronecker_factors, mixing_rotation
+from qmamba.quant.methods.hadamard import KRONECKER_KIND, kronecker_factors, mixing_rotation
 
 SMOOTH_MIN = 1e-5
 
@@ -92,8 +92,8 @@ def rotation_sites(model: nn.Module) -> RotationSites:
 def _rotate(layer: nn.Module, matrix: torch.Tensor, kind: str, smooth: torch.Tensor | None = None,
             online: bool = True) -> None:
     """Set the layer's slot and fold its weight (float output unchanged); a Kronecker
-    Hadamard matrix ("hadamard_kron") is applied factor by factor online."""
-    factors = kronecker_factors(matrix.shape[0]) if kind == "hadamard_kron" else None
+    Hadamard matrix (kind KRONECKER_KIND) is applied factor by factor online."""
+    factors = kronecker_factors(matrix.shape[0]) if kind == KRONECKER_KIND else None
     layer.input_rotation.set(matrix, smooth, online=online, kind=kind, factors=factors)
     with torch.no_grad():
         layer.weight.copy_(layer.input_rotation.fold_into_weight(layer.weight))
