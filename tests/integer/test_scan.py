@@ -88,6 +88,34 @@ def test_tiny_b_terms_take_the_exact_path(isa):
         assert torch.equal(scan(case.u, didx, case.A, B, C), ref)
 
 
+@pytest.mark.parametrize("a_kind,b_kind", [("log1m", "uniform"), ("uniform", "uniform")])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_exact_ties_round_half_to_even_on_every_path(a_kind, b_kind, bits, isa):
+    """h scales of exactly 2 s_B: every odd B code puts B_hat / s_g on a half-integer, so the
+    fixed-point value meets exact ties (first steps, and wherever the A term is whole);
+    each path rounds them to even as the reference does."""
+    case = scan_case(a_kind, b_kind, bits, b=9, d=18, l=41, n=16, seed=11)
+    hq = case.points.h.quantizer
+    s_b = float(case.points.B.quantizer.scale.reshape(()))
+    case.points.h.quantizer = type(hq)("uniform", bits, torch.full_like(hq.scale, 2 * s_b), hq.zero_point,
+                                       0, 2**bits - 1, group_index=hq.group_index)
+    scan, didx = _scan(case, 16)
+    plan = scan.plan
+    half, mask = 1 << (plan.frac_bits - 1), (1 << plan.frac_bits) - 1
+    ties = []
+    int_scan_reference(plan, case.u, case.didx, case.dvals, case.A, case.B.transpose(1, 2)[:, None],
+                       case.C.transpose(1, 2)[:, None],
+                       step_callback=lambda t, x, q: ties.append(int(((x & mask) == half).sum())))
+    assert sum(ties) > 100  # the case does exercise the ties
+    B, C = _bln(case.B), _bln(case.C)
+    u = case.u.transpose(1, 2).contiguous().transpose(1, 2)  # channels last, the fused layout
+    with scan_backend("reference"), torch.no_grad():
+        ref = scan(u, didx, case.A, B, C)
+    for level in ISAS:
+        isa(level)
+        assert torch.equal(scan(u, didx, case.A, B, C), ref), level
+
+
 def _codes_of_both(case, plan):
     """A and B codes (b, d, l, n) as the simulated scan (float32 exp, (delta B) u / s) and
     as the integer scan (exp_f32 table, (delta u) B * (1 / s)) compute them."""

@@ -55,6 +55,15 @@ struct S {
   static QI_INLINE F asf(I a) { return _mm512_castsi512_ps(a); }
   static QI_INLINE I asi(F a) { return _mm512_castps_si512(a); }
   static QI_INLINE F gatherf(const float* base, I idx) { return _mm512_i32gather_ps(idx, base, 4); }
+  // a | (b & c), one vpternlogd
+  static QI_INLINE I or_and(I a, I b, I c) { return _mm512_ternarylogic_epi32(a, b, c, 0xF8); }
+  // round_half_even(x / 2^f) for f >= 1: (x + 2^(f-1) - 1 + bit f of x) >> f, the odd
+  // bit as a mask (vptestmd) added by a masked add
+  static QI_INLINE I rne_shift(I x, int32_t f) {
+    const M odd = _mm512_test_epi32_mask(x, _mm512_set1_epi32(int32_t(1) << f));
+    const I b = _mm512_add_epi32(x, _mm512_set1_epi32((int32_t(1) << (f - 1)) - 1));
+    return sra(_mm512_mask_add_epi32(b, odd, b, _mm512_set1_epi32(1)), f);
+  }
   // v[i] lane k <- v[k] lane i (16 x 16): pairs of rows, then quads, then 128-bit blocks
   static QI_INLINE void transpose(F* v) {
     F t[16], u[16];
@@ -150,6 +159,13 @@ struct S {
   static QI_INLINE F asf(I a) { return _mm256_castsi256_ps(a); }
   static QI_INLINE I asi(F a) { return _mm256_castps_si256(a); }
   static QI_INLINE F gatherf(const float* base, I idx) { return _mm256_i32gather_ps(base, idx, 4); }
+  // a | (b & c)
+  static QI_INLINE I or_and(I a, I b, I c) { return bor(a, band(b, c)); }
+  // round_half_even(x / 2^f) for f >= 1: (x + 2^(f-1) - 1 + ((x >> f) & 1)) >> f
+  static QI_INLINE I rne_shift(I x, int32_t f) {
+    const I odd = band(sra(x, f), seti(1));
+    return sra(add(add(x, seti((int32_t(1) << (f - 1)) - 1)), odd), f);
+  }
   // v[i] lane k <- v[k] lane i (8 x 8)
   static QI_INLINE void transpose(F* v) {
     F t[8], u[8];
@@ -215,14 +231,13 @@ QI_INLINE S::F tree_chunk_reg(S::F* v) {
 // b_terms_row's code would give rb 2^-126 at most there, which rounds to 0: the plan keeps
 // rb < 2^90.) Uniform grid: clamp((clamp(round(x / s_B) + zp) - zp) rb, +-cap), rounded.
 struct BConst {
-  S::I absmask, addc, expmask, signmask;
+  S::I addc, expmask, signmask;
   S::F pmax, pzero, capv, ncapv, qlo, qhi;
 };
 
 QI_INLINE BConst b_consts(const ScanArgs& a) {
   BConst k;
   const float cap = std::ldexp(static_cast<float>(2 * (a.h.qmax - a.h.qmin) + 1), a.F);
-  k.absmask = S::seti(0x7fffffff);
   k.addc = S::seti(0x800000 - a.b.s_mant);
   k.expmask = S::seti(0x7f800000);
   k.signmask = S::seti(static_cast<int32_t>(0x80000000u));
@@ -238,12 +253,14 @@ QI_INLINE BConst b_consts(const ScanArgs& a) {
 template <int kB>  // 1: log grid (base-2 form), 2: uniform
 QI_INLINE S::I b_term(const BConst& k, S::F x, S::F inv, S::F zp, S::F rb) {
   if constexpr (kB == 1) {
-    const S::F r = S::fmul(S::asf(S::band(S::asi(x), k.absmask)), inv);
+    // r = x / s_B with its sign: |r| = |x| inv exactly (inv > 0, rounding is symmetric); the
+    // carry of + addc stops below the sign bit (r finite), which the exponent mask clears
+    const S::F r = S::fmul(x, inv);
     S::F p = S::asf(S::band(S::add(S::asi(r), k.addc), k.expmask));  // an exponent field: never NaN
     p = S::fmin(p, k.pmax);                                            // m < 0: the first code
     S::F mag = S::fmulz(S::flt(k.pzero, p), rb, p);                    // m >= NB: the zero code
-    mag = S::fmin(mag, k.capv);  // rb finite > 0: mag is not NaN
-    return S::cvt(S::asf(S::bor(S::asi(mag), S::band(S::asi(x), k.signmask))));
+    mag = S::fmin(mag, k.capv);  // rb finite > 0: mag is not NaN, its sign bit 0
+    return S::cvt(S::asf(S::or_and(S::asi(mag), S::asi(x), k.signmask)));
   } else {
     S::F q = S::fadd(S::fround(S::fmul(x, inv)), zp);
     q = S::self(S::flt(q, k.qlo), k.qlo, q);
@@ -265,10 +282,7 @@ QI_INLINE S::I step_simd(S::I hq, S::I sh, S::I rnd, S::I s2, S::I t2, S::I lo, 
   } else {
     term = S::sra(S::add(S::mul(hq, sh), S::seti(int32_t(1) << (F2 - F - 1))), F2 - F);
   }
-  const S::I x = S::add(term, t2);
-  // round half to even: (x + half - 1 + (floor(x / 2^F) & 1)) >> F
-  const S::I odd = S::band(S::sra(x, F), S::seti(1));
-  const S::I q = S::sra(S::add(S::add(x, S::seti((int32_t(1) << (F - 1)) - 1)), odd), F);
+  const S::I q = S::rne_shift(S::add(term, t2), F);  // round half to even
   return S::imin(S::imax(q, lo), hi);
 }
 
