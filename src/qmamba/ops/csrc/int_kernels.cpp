@@ -957,6 +957,16 @@ void delta_any(const float* dt, const float* bias, int8_t* out, bool uniform, fl
   delta_rows_any(dt, bias, out, uniform, s, zp, qmin, qmax, off, thr, N, E, r0, r1, buf);
 }
 
+// dt_proj's row: the int16-pair SIMD product where there is one (K <= 128), else dt_row
+void dt_any(const int8_t* x, const int8_t* wT, const int32_t* wp, int64_t K, int64_t E, float r, int32_t z,
+            const int32_t* wsum, const float* cs, int32_t* acc, float* sc, float* dt) {
+#ifdef QI_X86
+  if (wp != nullptr && isa() == kAvx512) return qi512::dt_row_pairs(x, wp, K, E, r, z, wsum, cs, dt);
+  if (wp != nullptr && isa() == kAvx2) return qi256::dt_row_pairs(x, wp, K, E, r, z, wsum, cs, dt);
+#endif
+  dt_row_any(x, wT, K, E, r, z, wsum, cs, acc, sc, dt);
+}
+
 void scan_out_any(const float* y, const float* u, const float* z, int64_t zs, const float* D, const float* prev,
                   float* out, float sy, float zpy, float qyl, float qyh, bool gate, float sz, float zpz,
                   float qzl, float qzh, int64_t E, int64_t r0, int64_t r1) {
@@ -1064,6 +1074,21 @@ at::Tensor dt_delta_codes(const at::Tensor& x, const at::Tensor& w, const at::Te
               "dt_delta_codes: float32 thresholds of the log grid");
   auto out = at::empty({M, E}, x.options());
   const auto wT = w.t().contiguous();  // (K, E)
+  // the weights as int16 pairs for dt_row_pairs: (Kp, E) int32, pair i of column n holds
+  // w[n, 2i] (low half) and w[n, 2i + 1] (high half, 0 past K)
+  const int64_t Kp = (K + 1) / 2;
+  std::vector<int32_t> wp;
+  if (K <= 128) {
+    wp.assign(Kp * E, 0);
+    const int8_t* wd = wT.data_ptr<int8_t>();
+    for (int64_t i = 0; i < Kp; ++i) {
+      for (int64_t n = 0; n < E; ++n) {
+        const int32_t lo = wd[(2 * i) * E + n], hi = 2 * i + 1 < K ? wd[(2 * i + 1) * E + n] : 0;
+        wp[i * E + n] = static_cast<int32_t>((static_cast<uint32_t>(hi) << 16) | (static_cast<uint32_t>(lo) & 0xffffu));
+      }
+    }
+  }
+  const int32_t* wpp = wp.empty() ? nullptr : wp.data();
   const auto rs = row_scale.contiguous(), zc = row_zc.contiguous();
   const auto ws = wsum.contiguous(), cs = col_scale.contiguous(), bc = bias.contiguous();
   const bool per_row = row_scale.numel() == M && M > 1;
@@ -1077,8 +1102,8 @@ at::Tensor dt_delta_codes(const at::Tensor& x, const at::Tensor& w, const at::Te
     for (int64_t m = r0; m < r1; ++m) {
       const float r = per_row ? rs.data_ptr<float>()[m] : rs.data_ptr<float>()[0];
       const int32_t z = per_row ? zc.data_ptr<int32_t>()[m] : zc.data_ptr<int32_t>()[0];
-      dt_row_any(x.data_ptr<int8_t>() + m * K, wT.data_ptr<int8_t>(), K, E, r, z, ws.data_ptr<int32_t>(),
-                 cs.data_ptr<float>(), acc.data(), sc.data(), dt.data());
+      dt_any(x.data_ptr<int8_t>() + m * K, wT.data_ptr<int8_t>(), wpp, K, E, r, z, ws.data_ptr<int32_t>(),
+             cs.data_ptr<float>(), acc.data(), sc.data(), dt.data());
       delta_any(dt.data(), bc.data_ptr<float>(), out.data_ptr<int8_t>() + m * E, uniform,
                 static_cast<float>(s), static_cast<float>(zp), static_cast<float>(qmin),
                 static_cast<float>(qmax), static_cast<float>(off), tp, N, pow2, E, 0, 1, buf.data());

@@ -57,6 +57,8 @@ struct S {
   static QI_INLINE F gatherf(const float* base, I idx) { return _mm512_i32gather_ps(idx, base, 4); }
   // a | (b & c), one vpternlogd
   static QI_INLINE I or_and(I a, I b, I c) { return _mm512_ternarylogic_epi32(a, b, c, 0xF8); }
+  // per 32-bit lane: a.lo16 b.lo16 + a.hi16 b.hi16 (signed int16, exact in int32)
+  static QI_INLINE I madd16(I a, I b) { return _mm512_madd_epi16(a, b); }
   // round_half_even(x / 2^f) for f >= 1: (x + 2^(f-1) - 1 + bit f of x) >> f, the odd
   // bit as a mask (vptestmd) added by a masked add
   static QI_INLINE I rne_shift(I x, int32_t f) {
@@ -161,6 +163,7 @@ struct S {
   static QI_INLINE F gatherf(const float* base, I idx) { return _mm256_i32gather_ps(base, idx, 4); }
   // a | (b & c)
   static QI_INLINE I or_and(I a, I b, I c) { return bor(a, band(b, c)); }
+  static QI_INLINE I madd16(I a, I b) { return _mm256_madd_epi16(a, b); }
   // round_half_even(x / 2^f) for f >= 1: (x + 2^(f-1) - 1 + ((x >> f) & 1)) >> f
   static QI_INLINE I rne_shift(I x, int32_t f) {
     const I odd = band(sra(x, f), seti(1));
@@ -767,6 +770,38 @@ void delta(const float* dt, const float* bias, int8_t* out, bool uniform, float 
         o[c] = static_cast<int8_t>(log_count(rr, thr, N) - static_cast<int32_t>(off));
       }
     }
+  }
+}
+
+// dt_proj's product and epilogue for one row (int_kernels.cpp dt_row's numbers): the K
+// input codes as Kp = ceil(K / 2) int16 pairs against the weights' pairs wp (Kp, E)
+// (pair i of column n: w[n, 2i] low, w[n, 2i + 1] high, 0 past K), one vpmaddwd per pair
+// and W columns, the sums in registers (exact: |x w| <= 2^14, K products in int32); then
+// dt[n] = float(acc[n] + z wsum[n]) * (r cs[n]).
+void dt_row_pairs(const int8_t* x, const int32_t* wp, int64_t K, int64_t E, float r, int32_t z,
+                  const int32_t* wsum, const float* cs, float* dt) {
+  const int64_t Kp = (K + 1) / 2, Ev = E - E % W;
+  int32_t xp[64];  // the row's pairs; callers keep K <= 128
+  for (int64_t i = 0; i < Kp; ++i) {
+    const int32_t lo = x[2 * i], hi = 2 * i + 1 < K ? x[2 * i + 1] : 0;
+    xp[i] = static_cast<int32_t>((static_cast<uint32_t>(hi) << 16) | (static_cast<uint32_t>(lo) & 0xffffu));
+  }
+  const S::I zv = S::seti(z);
+  const S::F rv = S::setf(r);
+  for (int64_t c = 0; c < Ev; c += W) {
+    S::I acc = S::seti(0);
+    for (int64_t i = 0; i < Kp; ++i) acc = S::add(acc, S::madd16(S::seti(xp[i]), S::loadi(wp + i * E + c)));
+    const S::F sc = S::fmul(rv, S::loadf(cs + c));
+    S::storef(dt + c, S::fmul(S::tof(S::add(acc, S::mul(zv, S::loadi(wsum + c)))), sc));
+  }
+  for (int64_t n = Ev; n < E; ++n) {  // the remaining columns: dt_row's scalar code
+    int32_t acc = 0;
+    for (int64_t i = 0; i < Kp; ++i) {
+      const int32_t w0 = static_cast<int16_t>(wp[i * E + n] & 0xffff), w1 = wp[i * E + n] >> 16;
+      const int32_t x0 = static_cast<int16_t>(xp[i] & 0xffff), x1 = xp[i] >> 16;
+      acc += x0 * w0 + x1 * w1;
+    }
+    dt[n] = static_cast<float>(acc + z * wsum[n]) * (r * cs[n]);
   }
 }
 
