@@ -97,8 +97,14 @@ def test_int_backend_benchmarks(tmp_path, capsys):
     out = tmp_path / "acc.json"
     assert main(["int_accuracy", "--models", "vim_fmnist", "--recipes", "minmax", "--settings", "W8A8",
                  "--eval-limit", "40", "--calib-size", "8", "--out", str(out)]) == 0
-    row = json.loads(out.read_text())["rows"][0]
+    report = json.loads(out.read_text())
+    row = report["rows"][0]
     assert row["images"] == 40 and row["within_target"] and row["float_layers"] == []
+    # the float64-scan simulation: the same model, near-ties of h decided exactly
+    assert row["within_target_vs_float64"] and report["all_within_target_vs_float64"]
+    assert row["simulated_float32_vs_float64_points"] == round(
+        row["simulated_top1"] - row["simulated_float64_scan_top1"], 2)
+    assert 0 <= row["predictions_differing_vs_float64"] <= 40
 
 
 def test_int_avx2_child_runs_natively_when_the_parent_does(monkeypatch):

@@ -422,3 +422,25 @@ def test_step_callback_sees_h_before_and_after_q_h(make_inputs):
     quantized_scan_reference(u, delta, A, B, C, a_q, b_q, None,
                              step_callback=lambda t, pre, post: pairs.append(pre is post))
     assert pairs == [True] * l
+
+
+@pytest.mark.parametrize("backend_name", ["reference", "compiled"])
+def test_scan_precision_runs_the_arithmetic_in_float64(make_inputs, backend_name):
+    """Under scan_precision(float64), float32 inputs give the float64 scan of the same
+    values, returned as float32; outside it, the float32 scan; a bad dtype is refused."""
+    b, d, l, n = 2, 4, 12, 5
+    u, delta, A, B, C = scan_inputs(make_inputs, b, d, l, n, g=2, dtype=torch.float32, seed=5)
+    _, stats = quantized_scan_reference(u, delta, A, B, C, collect_stats=True)
+    a_q, b_q, h_q = make_quantizers("tgq_per_channel", stats, d, n, l)
+    with ops.scan_backend(backend_name):
+        y32, _ = ops.quantized_scan(u, delta, A, B, C, a_q, b_q, h_q)
+        y64, _ = ops.quantized_scan(*(t.double() for t in (u, delta, A, B, C)), a_q, b_q, h_q)
+        with ops.scan_precision(torch.float64):
+            assert ops.get_scan_precision() == torch.float64
+            y, _ = ops.quantized_scan(u, delta, A, B, C, a_q, b_q, h_q)
+        assert ops.get_scan_precision() is None
+    assert y32.dtype == torch.float32 and y.dtype == torch.float32
+    assert torch.equal(y, y64.float())
+    with pytest.raises(ValueError, match="float32 or torch.float64"):
+        with ops.scan_precision(torch.float16):
+            pass

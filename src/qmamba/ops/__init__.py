@@ -9,13 +9,21 @@
 - Backends: "reference" (PyTorch loop, the oracle), "compiled" (C++ CPU kernel, built on
   first use), "triton" (GPU kernels, forward only), "auto" (default: compiled on CPU,
   triton on CUDA). `with scan_backend("reference"): ...` forces one (backend.py).
+- `with scan_precision(torch.float64): ...` runs the quantized scan's arithmetic in
+  float64 (inputs cast, y returned in u's dtype), on any backend that takes float64.
 """
 from __future__ import annotations
 
 import torch
 
 from qmamba.ops import backend
-from qmamba.ops.backend import compiled_available, get_scan_backend, scan_backend
+from qmamba.ops.backend import (
+    compiled_available,
+    get_scan_backend,
+    get_scan_precision,
+    scan_backend,
+    scan_precision,
+)
 from qmamba.ops.scan_compiled import quantized_scan_compiled, selective_scan_compiled
 from qmamba.ops.scan_quant_spec import GRID_KINDS, ScanPointQuant, apply_scan_quant
 from qmamba.ops.scan_reference import quantized_scan_reference, selective_scan_reference
@@ -27,8 +35,10 @@ __all__ = [
     "apply_scan_quant",
     "compiled_available",
     "get_scan_backend",
+    "get_scan_precision",
     "quantized_scan",
     "scan_backend",
+    "scan_precision",
     "selective_scan",
 ]
 
@@ -86,10 +96,16 @@ def quantized_scan(
 ):
     """(y (b, d, l), stats or None). Forward only (runs under no_grad).
 
-    y is in the compute dtype (float32, float64 if an input is float64). stats: dict of
+    y is in the compute dtype (float32, float64 if an input is float64; under
+    `scan_precision`, u's dtype). stats: dict of
     (l, d, n) float32 min / max over the batch of A_bar (before Q_A), the input of Q_B and
     h (before Q_h): `A_min, A_max, B_min, B_max, h_min, h_max`.
     """
+    precision = backend.get_scan_precision()
+    if precision is not None and any(t.dtype != precision for t in (u, delta, A, B, C)):
+        y, stats = quantized_scan(u.to(precision), delta.to(precision), A.to(precision), B.to(precision),
+                                  C.to(precision), a_quant, b_quant, h_quant, b_includes_u, collect_stats)
+        return y.to(u.dtype), stats
     chosen = backend.resolve(u, delta, A, B, C)
     impl = {"compiled": quantized_scan_compiled, "triton": quantized_scan_triton}.get(
         chosen, quantized_scan_reference)

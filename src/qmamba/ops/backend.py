@@ -59,6 +59,30 @@ def scan_backend(name: str):
         _current.reset(token)
 
 
+_precision = contextvars.ContextVar("qmamba_scan_precision", default=None)
+PRECISIONS = (torch.float32, torch.float64)
+
+
+@contextlib.contextmanager
+def scan_precision(dtype: torch.dtype):
+    """Run the quantized scan's arithmetic in `dtype` (float32 or float64) inside the block,
+    whatever its inputs' dtype; y comes back in u's dtype. The integer-backend accuracy
+    benchmark uses float64 to tell the simulated model's own float32 rounding (which decides
+    near-ties of 4-bit h codes) from the integer scan's differences."""
+    if dtype not in PRECISIONS:
+        raise ValueError(f"scan precision must be torch.float32 or torch.float64, not {dtype}")
+    token = _precision.set(dtype)
+    try:
+        yield dtype
+    finally:
+        _precision.reset(token)
+
+
+def get_scan_precision() -> torch.dtype | None:
+    """The quantized scan's compute dtype forced by `scan_precision`, or None (the inputs')."""
+    return _precision.get()
+
+
 def get_scan_backend() -> str:
     """The backend requested for this context: "auto", "reference", "compiled", "triton"
     or "noop"."""
