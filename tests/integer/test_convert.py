@@ -198,3 +198,20 @@ def test_avx2_paths_give_the_same_model(quantized, one_thread):
     # the integer parts are exact on both paths; norms and GELU differ by float rounding
     torch.testing.assert_close(torch.tensor(child["logits"]), here, rtol=0, atol=1e-5)
     assert "int_mm_split" in child["paths"] or "int_mm" in child["paths"]
+
+
+def test_describe_says_when_8bit_weights_run_split(quantized, monkeypatch, one_thread):
+    """Where the int8 GEMM is exact only for |w| <= 64 (oneDNN's AVX2 path), 8-bit weights
+    run split and the model's description says so (and why it matters); not on a full path."""
+    import qmamba.integer.gemm as gemm
+
+    path = quantized("vim", "minmax", "W8A8")
+    monkeypatch.setattr(gemm, "gemm_paths", lambda: {"full": True, "seven_bit": True})
+    assert "split in two" not in describe(to_integer(load_quantized(path)))
+    monkeypatch.setattr(gemm, "gemm_paths", lambda: {"full": False, "seven_bit": True})
+    imodel = to_integer(load_quantized(path))
+    text = describe(imodel)
+    split = [r for r in layer_table(imodel) if (r.get("detail") or {}).get("gemm") == "int_mm_split"]
+    assert split and f"{len(split)} layers run their 8-bit weights split in two" in text, text
+    assert "AVX2" in text
+    _check_close("vim", load_quantized(path), imodel)

@@ -69,6 +69,12 @@ def describe(model: nn.Module) -> str:
     mixers = [r for r in records if r.kind == "mixer"]
     if mixers:
         lines.append(f"  {sum(r.detail['fused'] for r in mixers)} of {len(mixers)} Vim mixers fused")
+    split = sum(r.integer and (r.detail or {}).get("gemm") == "int_mm_split" for r in layers)
+    if split:
+        lines.append(f"  {split} layers run their 8-bit weights split in two (w = 2 w_hi + w_lo, twice the "
+                     "multiplies): this CPU's int8 GEMM is exact only for |w| <= 64 (oneDNN's AVX2 "
+                     "path, no VNNI); on that path the integer model measured slower than the float "
+                     "one (README, integer backend)")
     for r in layers:
         if not r.integer:
             lines.append(f"  float: {r.name} ({r.kind}): {r.reason}")
