@@ -39,7 +39,6 @@ class InputRotation(nn.Module):
         self.channel_axis = channel_axis
         self.online = True
         self.kind = ""  # what the matrix is (for reports): e.g. "hadamard", "klt_hadamard"
-        self.factors: tuple[int, int] | None = None  # (m, s): matrix = (P (x) S) / sqrt(m s)
         self.quant = (
             QuantPoint("linear_input", (*tags, "rotated"), channel_axis=channel_axis) if own_point else None
         )
@@ -70,15 +69,20 @@ class InputRotation(nn.Module):
         self.register_buffer("matrix", matrix.detach().float().clone())
         if smooth is not None:
             self.register_buffer("smooth", smooth.detach().float().clone())
-        self.factors = None
         if factors is not None:
             p, s = kronecker_pair(n)  # +-1, float64
             # not in the state dict: rebuilt from (m, s); 1 / sqrt(n) folded into P
             self.register_buffer("kron_p", (p / float(n) ** 0.5).float(), persistent=False)  # (m, m)
             self.register_buffer("kron_s", s.float(), persistent=False)  # (s, s)
-            self.factors = (int(factors[0]), int(factors[1]))
         self.online = bool(online)
         self.kind = kind
+
+    @property
+    def factors(self) -> tuple[int, int] | None:
+        """(m, s) when the matrix is the Kronecker Hadamard (P (x) S) / sqrt(m s), else None."""
+        if not hasattr(self, "kron_p"):
+            return None
+        return int(self.kron_p.shape[0]), int(self.kron_s.shape[0])
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """T(x) = (x / s) R along the channel axis (whatever `online` says); a Kronecker

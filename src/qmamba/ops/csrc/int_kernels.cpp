@@ -505,6 +505,12 @@ QI_DISPATCH(delta_rows,
              float* buf),
             (dt, bias, out, uniform, s, zp, qmin, qmax, off, thr, N, E, r0, r1, buf))
 
+// lo and hi as the low and high halves of one int32: an int16 pair for vpmaddwd
+// (dt_row_pairs), which multiplies pairs lane by lane and adds each lane's two products
+QI_INLINE int32_t i16_pair(int32_t lo, int32_t hi) {
+  return static_cast<int32_t>((static_cast<uint32_t>(hi) << 16) | (static_cast<uint32_t>(lo) & 0xffffu));
+}
+
 // dt_proj on its int8 input codes, one row: acc[n] = sum_k x[k] w[n, k] over the K = dt_rank
 // inputs (exact in int32), then the GEMM epilogue's float operations,
 // dt[n] = float(acc[n] + z wsum[n]) * (r cs[n]) (gemm_epilogue without bias).
@@ -1083,8 +1089,7 @@ at::Tensor dt_delta_codes(const at::Tensor& x, const at::Tensor& w, const at::Te
     const int8_t* wd = wT.data_ptr<int8_t>();
     for (int64_t i = 0; i < Kp; ++i) {
       for (int64_t n = 0; n < E; ++n) {
-        const int32_t lo = wd[(2 * i) * E + n], hi = 2 * i + 1 < K ? wd[(2 * i + 1) * E + n] : 0;
-        wp[i * E + n] = static_cast<int32_t>((static_cast<uint32_t>(hi) << 16) | (static_cast<uint32_t>(lo) & 0xffffu));
+        wp[i * E + n] = i16_pair(wd[(2 * i) * E + n], 2 * i + 1 < K ? wd[(2 * i + 1) * E + n] : 0);
       }
     }
   }

@@ -782,10 +782,7 @@ void dt_row_pairs(const int8_t* x, const int32_t* wp, int64_t K, int64_t E, floa
                   const int32_t* wsum, const float* cs, float* dt) {
   const int64_t Kp = (K + 1) / 2, Ev = E - E % W;
   int32_t xp[64];  // the row's pairs; callers keep K <= 128
-  for (int64_t i = 0; i < Kp; ++i) {
-    const int32_t lo = x[2 * i], hi = 2 * i + 1 < K ? x[2 * i + 1] : 0;
-    xp[i] = static_cast<int32_t>((static_cast<uint32_t>(hi) << 16) | (static_cast<uint32_t>(lo) & 0xffffu));
-  }
+  for (int64_t i = 0; i < Kp; ++i) xp[i] = i16_pair(x[2 * i], 2 * i + 1 < K ? x[2 * i + 1] : 0);
   const S::I zv = S::seti(z);
   const S::F rv = S::setf(r);
   for (int64_t c = 0; c < Ev; c += W) {
